@@ -1,0 +1,358 @@
+#include "config/config.hpp"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdlib>
+#include <arpa/inet.h>
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "core/text.hpp"
+#include "core/version.hpp"
+
+namespace sp::config {
+
+std::string HostPort::str() const {
+    return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                               : host + ":" + std::to_string(port);
+}
+
+std::optional<HostPort> parseHostPort(const std::string& s) {
+    std::string host;
+    std::string port;
+    if (!s.empty() && s.front() == '[') {
+        auto close = s.find(']');
+        if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+            return std::nullopt;
+        }
+        host = s.substr(1, close - 1);
+        port = s.substr(close + 2);
+    } else {
+        auto colon = s.rfind(':');
+        if (colon == std::string::npos || s.find(':') != colon) {
+            return std::nullopt;
+        }
+        host = s.substr(0, colon);
+        port = s.substr(colon + 1);
+    }
+    unsigned char buf[16];
+    bool v6 = host.find(':') != std::string::npos;
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, host.c_str(), buf) != 1) {
+        return std::nullopt;
+    }
+    if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit)) {
+        return std::nullopt;
+    }
+    int p = std::stoi(port);
+    if (p < 1 || p > 65535) {
+        return std::nullopt;
+    }
+    return HostPort{host, static_cast<std::uint16_t>(p)};
+}
+
+std::string Config::dataDir() const {
+    if (!data_dir.empty()) {
+        return data_dir;
+    }
+    auto parent = std::filesystem::path(db_file).parent_path();
+    return parent.empty() ? "." : parent.string();
+}
+
+namespace {
+
+// Booleans from the environment or the config file: SentryPeer treats any set variable as
+// "on", even "0"; we accept exactly 1/true/yes/on and 0/false/no/off (any case).
+std::string normaliseBool(std::string v) {
+    std::string lower = v;
+    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+    if (lower == "1" || lower == "true" || lower == "yes" || lower == "on") {
+        return "true";
+    }
+    if (lower == "0" || lower == "false" || lower == "no" || lower == "off" || lower == "-1") {
+        return "false"; // "-1" is how CLI11 spells an explicit false internally
+    }
+    throw CLI::ValidationError("'" + v +
+                               "' is not a boolean (use 1/true/yes/on or 0/false/no/off)");
+}
+
+std::string checkDuration(const std::string& v) {
+    if (!core::parseDuration(v)) {
+        return "'" + v + "' is not a duration (e.g. 0, 90s, 15m, 12h, 7d, 2w)";
+    }
+    return {};
+}
+
+std::string checkHostPort(const std::string& v) {
+    if (!parseHostPort(v)) {
+        return "'" + v + "' is not ADDR:PORT with a numeric IPv4 address or [IPv6] and a port";
+    }
+    return {};
+}
+
+// The config file: TOML, keys are long option names with '-' or '_' (SentryPeer's file
+// uses cert, key and tls_listen_address). CLI11 lets the file override the environment;
+// we want file < environment, so keys whose variable is set are dropped here.
+class TomlConfig : public CLI::ConfigTOML {
+public:
+    explicit TomlConfig(const CLI::App& app) {
+        for (const CLI::Option* o : app.get_options()) {
+            const std::string& env = o->get_envname();
+            if (!env.empty() && std::getenv(env.c_str()) != nullptr) {
+                for (const auto& name : o->get_lnames()) {
+                    set_by_env_.push_back(name);
+                }
+            }
+        }
+    }
+
+    std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
+        auto parsed = CLI::ConfigTOML::from_config(input);
+        std::vector<CLI::ConfigItem> kept;
+        for (auto& item : parsed) {
+            std::replace(item.name.begin(), item.name.end(), '_', '-');
+            if (item.name == "tls-listen-address") {
+                item.name = "tls-listen";
+            }
+            if (std::find(set_by_env_.begin(), set_by_env_.end(), item.name) ==
+                set_by_env_.end()) {
+                kept.push_back(std::move(item));
+            }
+        }
+        return kept;
+    }
+
+private:
+    std::vector<std::string> set_by_env_;
+};
+
+struct Raw {
+    std::vector<std::string> sip_listen;
+    std::string tls_listen = "0.0.0.0:5061";
+    bool no_tls = false;
+    std::string max_age = "7d";
+    std::string tcp_idle_timeout = "30s";
+};
+
+void addFlag(CLI::App& app, const std::string& names, bool& target, const std::string& env,
+             const std::string& help) {
+    auto* o = app.add_flag(names, target, help)->transform(normaliseBool);
+    if (!env.empty()) {
+        o->envname(env);
+    }
+}
+
+template <typename T>
+CLI::Option* addOption(CLI::App& app, const std::string& names, T& target, const std::string& env,
+                       const std::string& help) {
+    auto* o = app.add_option(names, target, help)->capture_default_str();
+    if (!env.empty()) {
+        o->envname(env);
+    }
+    return o;
+}
+
+// The option table. Every option has a long name (the config file key); SentryPeer's short
+// flags and SENTRYPEER_* variables are kept.
+void buildOptions(CLI::App& app, Config& c, Raw& raw) {
+    app.option_defaults()->group("Options");
+    // Storage
+    addOption(app, "-f,--db-file", c.db_file, "SENTRYPEER_DB_FILE", "SQLite database file");
+    addOption(app, "--data-dir", c.data_dir, "SENTRYPEER_DATA_DIR",
+              "Directory for the node id and the generated TLS certificate "
+              "(default: the database's directory)");
+    addOption(app, "--max-age", raw.max_age, "SENTRYPEER_MAX_AGE",
+              "Keep events this long, e.g. 12h, 7d; 0 keeps everything")
+        ->check(checkDuration);
+    // Outputs
+    addFlag(app, "-j,--json-log", c.json_log, "SENTRYPEER_JSON_LOG",
+            "Write one JSON line per event to the JSON log file");
+    addOption(app, "-l,--json-log-file", c.json_log_file, "SENTRYPEER_JSON_LOG_FILE",
+              "JSON log file (implies --json-log); reopened on SIGHUP");
+    addFlag(app, "-s,--syslog", c.syslog, "SENTRYPEER_SYSLOG",
+            "Send one syslog line per event (for fail2ban)");
+    addOption(app, "--syslog-socket", c.syslog_socket, "SENTRYPEER_SYSLOG_SOCKET",
+              "Unix datagram socket of the syslog daemon");
+    // SIP
+    addFlag(app, "-r,--sip-responsive", c.sip_responsive, "SENTRYPEER_SIP_RESPONSIVE",
+            "Answer SIP requests (default: passive, never send a byte)");
+    addFlag(app, "-R,--sip-disable", c.sip_disable, "SENTRYPEER_SIP_DISABLE",
+            "Run without any SIP listener");
+    addOption(app, "--sip-listen", raw.sip_listen, "SENTRYPEER_SIP_LISTEN",
+              "UDP+TCP SIP listen address, repeatable (default 0.0.0.0:5060 and [::]:5060)")
+        ->check(checkHostPort)
+        ->delimiter(',');
+    addOption(app, "-z,--tls-listen", raw.tls_listen, "SENTRYPEER_TLS_LISTEN_ADDRESS",
+              "TLS SIP listen address")
+        ->check(checkHostPort);
+    addFlag(app, "--no-tls", raw.no_tls, "SENTRYPEER_NO_TLS", "Do not listen for SIP over TLS");
+    addOption(app, "-t,--cert", c.cert, "SENTRYPEER_CERT",
+              "TLS certificate (PEM); without --cert/--key a self-signed one for localhost is "
+              "generated in the data directory")
+        ->check(CLI::ExistingFile);
+    addOption(app, "-k,--key", c.key, "SENTRYPEER_KEY", "TLS private key (PEM)")
+        ->check(CLI::ExistingFile);
+    addOption(app, "--sip-agent", c.sip_agent, "SENTRYPEER_SIP_AGENT",
+              "Responsive answer to INVITE: 200 (OK, with SDP) or 404 (Not Found)")
+        ->check(CLI::IsMember({200, 404}));
+    addOption(app, "--sip-redirect", c.sip_redirect, "SENTRYPEER_SIP_REDIRECT",
+              "Responsive: answer INVITE with 302 Moved Temporarily to this URI, e.g. "
+              "sip:999@192.0.2.1");
+    addOption(app, "--sip-server-header", c.sip_server_header, "SENTRYPEER_SIP_SERVER_HEADER",
+              "Server header of responses (default: a common PBX's)");
+    addOption(app, "--tcp-max-connections", c.tcp_max_connections, "SENTRYPEER_TCP_MAX_CONNECTIONS",
+              "Open SIP TCP/TLS connections at most")
+        ->check(CLI::Range(1, 1000000));
+    addOption(app, "--tcp-max-per-ip", c.tcp_max_per_ip, "SENTRYPEER_TCP_MAX_PER_IP",
+              "Open SIP TCP/TLS connections per source IP at most")
+        ->check(CLI::Range(1, 1000000));
+    addOption(app, "--tcp-idle-timeout", raw.tcp_idle_timeout, "SENTRYPEER_TCP_IDLE_TIMEOUT",
+              "Close SIP TCP/TLS connections idle this long")
+        ->check(checkDuration);
+    // Operations
+    addFlag(app, "-v,--verbose", c.verbose, "SENTRYPEER_VERBOSE", "Verbose logging");
+    addFlag(app, "-d,--debug", c.debug, "SENTRYPEER_DEBUG", "Debug logging");
+    addOption(app, "--threads", c.threads, "SENTRYPEER_THREADS",
+              "Network threads (0: one per core)")
+        ->check(CLI::Range(0, 256));
+    app.add_flag("--check-config", c.check_config,
+                 "Validate the configuration, print it as TOML and exit");
+}
+
+std::string oneLine(std::string s) {
+    std::replace(s.begin(), s.end(), '\n', ' ');
+    while (!s.empty() && s.back() == ' ') {
+        s.pop_back();
+    }
+    return s;
+}
+
+} // namespace
+
+std::variant<Config, Exit> parse(int argc, const char* const* argv) {
+    Config c;
+    Raw raw;
+    CLI::App app{"sentrypeer: a SIP honeypot that records VoIP fraud probes and shares them "
+                 "peer to peer",
+                 "sentrypeer"};
+    app.set_config("-g,--config", "",
+                   "TOML configuration file (keys: long option names; env SENTRYPEER_CONFIG_FILE)");
+    app.allow_config_extras(CLI::config_extras_mode::error);
+    app.set_version_flag("-V,--version", std::string("sentrypeer ") + core::kVersion + " (git " +
+                                             core::kGitRevision + ")");
+    buildOptions(app, c, raw);
+    app.config_formatter(std::make_shared<TomlConfig>(app));
+
+    // CLI11 reads the config file before the environment, so SENTRYPEER_CONFIG_FILE is
+    // handled here: it names the file unless -g/--config is on the command line.
+    std::vector<std::string> args(argv + 1, argv + argc);
+    const char* env_config = std::getenv("SENTRYPEER_CONFIG_FILE");
+    bool has_config_flag = std::any_of(args.begin(), args.end(), [](const std::string& a) {
+        return a == "-g" || a == "--config" || a.rfind("--config=", 0) == 0 ||
+               (a.size() > 2 && a.rfind("-g", 0) == 0);
+    });
+    if (env_config != nullptr && *env_config != '\0' && !has_config_flag) {
+        args.insert(args.begin(), {"--config", env_config});
+    }
+    std::reverse(args.begin(), args.end()); // CLI11 takes the arguments in reverse order
+    try {
+        app.parse(args);
+    } catch (const CLI::CallForHelp&) {
+        return Exit{0, app.help()};
+    } catch (const CLI::CallForAllHelp&) {
+        return Exit{0, app.help("", CLI::AppFormatMode::All)};
+    } catch (const CLI::CallForVersion& e) {
+        return Exit{0, e.what()};
+    } catch (const CLI::ParseError& e) {
+        return Exit{2, "sentrypeer: " + oneLine(e.what())};
+    }
+
+    if (app.count("--json-log-file") > 0) {
+        c.json_log = true;
+    }
+    c.max_age = *core::parseDuration(raw.max_age);
+    c.tcp_idle_timeout = *core::parseDuration(raw.tcp_idle_timeout);
+    if (c.tcp_idle_timeout.count() == 0) {
+        return Exit{2, "sentrypeer: --tcp-idle-timeout: must be more than 0"};
+    }
+    if (raw.sip_listen.empty()) {
+        raw.sip_listen = {"0.0.0.0:5060", "[::]:5060"};
+    }
+    for (const auto& s : raw.sip_listen) {
+        c.sip_listen.push_back(*parseHostPort(s));
+    }
+    if (!raw.no_tls) {
+        c.tls_listen = parseHostPort(raw.tls_listen);
+    }
+    if (c.cert.empty() != c.key.empty()) {
+        return Exit{2, "sentrypeer: --cert and --key must be given together"};
+    }
+    if (!c.sip_redirect.empty() && c.sip_redirect.rfind("sip:", 0) != 0 &&
+        c.sip_redirect.rfind("sips:", 0) != 0) {
+        return Exit{2, "sentrypeer: --sip-redirect: '" + c.sip_redirect +
+                           "' is not a sip: or sips: URI"};
+    }
+    if (c.sip_redirect.find_first_of("\r\n<>") != std::string::npos) {
+        return Exit{2, "sentrypeer: --sip-redirect: the URI contains forbidden characters"};
+    }
+    if (c.sip_server_header.find_first_of("\r\n") != std::string::npos) {
+        return Exit{2, "sentrypeer: --sip-server-header: must be one line"};
+    }
+    if (c.threads == 0) {
+        c.threads = std::max(1u, std::thread::hardware_concurrency());
+    }
+    c.config_file = app.get_config_ptr()->as<std::string>();
+    return c;
+}
+
+std::string describe(const Config& c) {
+    std::ostringstream o;
+    auto q = [](const std::string& s) {
+        std::string out = "\"";
+        for (char ch : s) {
+            if (ch == '"' || ch == '\\') {
+                out.push_back('\\');
+            }
+            out.push_back(ch);
+        }
+        return out + "\"";
+    };
+    auto b = [](bool v) { return v ? "true" : "false"; };
+    o << "db_file = " << q(c.db_file) << "\n";
+    o << "data_dir = " << q(c.dataDir()) << "\n";
+    o << "max_age = \"" << c.max_age.count() << "s\"\n";
+    o << "json_log = " << b(c.json_log) << "\n";
+    if (c.json_log) { // a json_log_file key implies json_log
+        o << "json_log_file = " << q(c.json_log_file) << "\n";
+    }
+    o << "syslog = " << b(c.syslog) << "\n";
+    o << "syslog_socket = " << q(c.syslog_socket) << "\n";
+    o << "sip_responsive = " << b(c.sip_responsive) << "\n";
+    o << "sip_disable = " << b(c.sip_disable) << "\n";
+    o << "sip_listen = [";
+    for (std::size_t i = 0; i < c.sip_listen.size(); ++i) {
+        o << (i ? ", " : "") << q(c.sip_listen[i].str());
+    }
+    o << "]\n";
+    if (c.tls_listen) {
+        o << "tls_listen = " << q(c.tls_listen->str()) << "\n";
+    } else {
+        o << "no_tls = true\n";
+    }
+    if (!c.cert.empty()) {
+        o << "cert = " << q(c.cert) << "\n";
+        o << "key = " << q(c.key) << "\n";
+    }
+    o << "sip_agent = " << c.sip_agent << "\n";
+    o << "sip_redirect = " << q(c.sip_redirect) << "\n";
+    o << "sip_server_header = " << q(c.sip_server_header) << "\n";
+    o << "tcp_max_connections = " << c.tcp_max_connections << "\n";
+    o << "tcp_max_per_ip = " << c.tcp_max_per_ip << "\n";
+    o << "tcp_idle_timeout = \"" << c.tcp_idle_timeout.count() << "s\"\n";
+    o << "verbose = " << b(c.verbose) << "\n";
+    o << "debug = " << b(c.debug) << "\n";
+    o << "threads = " << c.threads << "\n";
+    return o.str();
+}
+
+} // namespace sp::config

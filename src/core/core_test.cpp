@@ -1,0 +1,154 @@
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "core/clock.hpp"
+#include "core/ids.hpp"
+#include "core/json.hpp"
+#include "core/rate_limit.hpp"
+#include "core/text.hpp"
+
+using namespace sp::core;
+using namespace std::chrono_literals;
+
+TEST(Ids, UuidIsV4AndUnique) {
+    auto a = newUuid();
+    auto b = newUuid();
+    EXPECT_NE(a, b);
+    EXPECT_TRUE(isUuid(a));
+    EXPECT_EQ(a[14], '4');
+    EXPECT_TRUE(a[19] == '8' || a[19] == '9' || a[19] == 'a' || a[19] == 'b');
+    for (char c : a) {
+        EXPECT_FALSE(c >= 'A' && c <= 'Z');
+    }
+}
+
+TEST(Ids, UuidValidation) {
+    EXPECT_TRUE(isUuid("123e4567-e89b-12d3-a456-426614174000"));
+    EXPECT_TRUE(isUuid("123E4567-E89B-12D3-A456-426614174000"));
+    EXPECT_FALSE(isUuid("123e4567e89b12d3a456426614174000"));
+    EXPECT_FALSE(isUuid("123e4567-e89b-12d3-a456-42661417400g"));
+    EXPECT_FALSE(isUuid(""));
+    EXPECT_FALSE(isUuid("123e4567-e89b-12d3-a456-4266141740000"));
+}
+
+TEST(Text, SanitizeKeepsUtf8AndEscapesControls) {
+    EXPECT_EQ(sanitizeBytes("h\xc3\xa9llo", false), "h\xc3\xa9llo");
+    EXPECT_EQ(sanitizeBytes("a\r\nb", false), "a\\x0d\\x0ab");
+    EXPECT_EQ(sanitizeBytes("a\r\nb", true), "a\r\nb");
+    EXPECT_EQ(sanitizeBytes(std::string_view("a\0b", 3), true), "a\\x00b");
+    EXPECT_EQ(sanitizeBytes("\xff\xc3", true), "\\xff\\xc3");
+    EXPECT_EQ(sanitizeBytes("\xed\xa0\x80", true), "\\xed\\xa0\\x80"); // surrogate
+    EXPECT_EQ(sanitizeBytes("\xc0\xaf", true), "\\xc0\\xaf");          // overlong
+    EXPECT_EQ(sanitizeBytes("\xf0\x9f\x98\x80", true), "\xf0\x9f\x98\x80");
+}
+
+TEST(Text, TimestampRoundTripsWithNineDigits) {
+    TimePoint t{std::chrono::seconds(1700000000) + 123456789ns};
+    auto s = formatTimestamp(t);
+    EXPECT_EQ(s, "2023-11-14 22:13:20.123456789");
+    EXPECT_EQ(parseTimestamp(s), t);
+    EXPECT_EQ(formatTimestamp(TimePoint{std::chrono::seconds(1700000000)}),
+              "2023-11-14 22:13:20.000000000");
+}
+
+TEST(Text, ParsesSentryPeerTimestamps) {
+    // SentryPeer prints the nanoseconds with minimum width 6: 6 to 9 digits.
+    auto t = parseTimestamp("2023-11-14 22:13:20.123456");
+    ASSERT_TRUE(t);
+    EXPECT_EQ(formatTimestamp(*t), "2023-11-14 22:13:20.123456000");
+    EXPECT_TRUE(parseTimestamp("2023-11-14 22:13:20"));
+    EXPECT_TRUE(parseTimestamp("2023-11-14T22:13:20.5Z"));
+    EXPECT_FALSE(parseTimestamp("2023-11-14 22:13:20.1234567890"));
+    EXPECT_FALSE(parseTimestamp("2023-13-14 22:13:20"));
+    EXPECT_FALSE(parseTimestamp("yesterday"));
+    EXPECT_FALSE(parseTimestamp("2023-11-14 22:13:20."));
+}
+
+TEST(Text, Durations) {
+    EXPECT_EQ(parseDuration("0"), 0s);
+    EXPECT_EQ(parseDuration("90"), 90s);
+    EXPECT_EQ(parseDuration("15m"), 900s);
+    EXPECT_EQ(parseDuration("12h"), 12h);
+    EXPECT_EQ(parseDuration("7d"), 168h);
+    EXPECT_EQ(parseDuration("2w"), 336h);
+    EXPECT_FALSE(parseDuration(""));
+    EXPECT_FALSE(parseDuration("-1d"));
+    EXPECT_FALSE(parseDuration("7 days"));
+    EXPECT_FALSE(parseDuration("abc"));
+    EXPECT_FALSE(parseDuration("99999999999999d"));
+}
+
+TEST(Json, EscapesEverythingIntoValidJson) {
+    std::string out;
+    appendJsonString(out, std::string_view("q\"b\\n\n\x01\xff\xc3\xa9", 10));
+    EXPECT_EQ(out, "\"q\\\"b\\\\n\\n\\u0001\\ufffd\xc3\xa9\"");
+    EXPECT_TRUE(nlohmann::json::accept(out));
+}
+
+Event sampleEvent() {
+    Event e;
+    e.app_version = "5.0.0";
+    e.event_timestamp = "2023-11-14 22:13:20.123456789";
+    e.event_uuid = "123e4567-e89b-42d3-a456-426614174000";
+    e.created_by_node_id = "00000000-0000-4000-8000-000000000001";
+    e.collected_method = "responsive";
+    e.transport_type = "UDP";
+    e.source_ip = "192.0.2.7";
+    e.source_port = 5070;
+    e.destination_ip = "198.51.100.1";
+    e.destination_port = 5060;
+    e.called_number = "+4471234567";
+    e.sip_method = "INVITE";
+    e.sip_user_agent = "friendly-scanner";
+    e.sip_message = "INVITE sip:x SIP/2.0\r\n\r\n";
+    return e;
+}
+
+TEST(Json, EventGoldenLine) {
+    EXPECT_EQ(eventToJson(sampleEvent()),
+              R"({"app_name":"sentrypeer","app_version":"5.0.0",)"
+              R"("event_timestamp":"2023-11-14 22:13:20.123456789",)"
+              R"("event_uuid":"123e4567-e89b-42d3-a456-426614174000",)"
+              R"("created_by_node_id":"00000000-0000-4000-8000-000000000001",)"
+              R"("collected_method":"responsive","transport_type":"UDP",)"
+              R"("source_ip":"192.0.2.7","destination_ip":"198.51.100.1",)"
+              R"("called_number":"+4471234567","sip_method":"INVITE",)"
+              R"("sip_user_agent":"friendly-scanner",)"
+              R"("sip_message":"INVITE sip:x SIP/2.0\r\n\r\n",)"
+              R"("source_port":"5070","destination_port":"5060"})");
+}
+
+TEST(Json, EventKeysInSentryPeerOrder) {
+    auto j = nlohmann::ordered_json::parse(eventToJson(sampleEvent()));
+    std::vector<std::string> keys;
+    for (auto& [k, v] : j.items()) {
+        keys.push_back(k);
+        EXPECT_TRUE(v.is_string()) << k;
+    }
+    std::vector<std::string> expected{"app_name",       "app_version",        "event_timestamp",
+                                      "event_uuid",     "created_by_node_id", "collected_method",
+                                      "transport_type", "source_ip",          "destination_ip",
+                                      "called_number",  "sip_method",         "sip_user_agent",
+                                      "sip_message",    "source_port",        "destination_port"};
+    EXPECT_EQ(keys, expected);
+}
+
+TEST(Clock, ManualClockAdvances) {
+    ManualClock c;
+    auto t0 = c.now();
+    c.advance(90s);
+    EXPECT_EQ(c.now() - t0, 90s);
+}
+
+TEST(RateLimit, TokenBucketRefillsWithClock) {
+    ManualClock c;
+    TokenBucket b(1.0, 2.0);
+    EXPECT_TRUE(b.allow(c.now()));
+    EXPECT_TRUE(b.allow(c.now()));
+    EXPECT_FALSE(b.allow(c.now()));
+    EXPECT_FALSE(b.allow(c.now()));
+    EXPECT_EQ(b.takeSuppressed(), 2u);
+    c.advance(1s);
+    EXPECT_TRUE(b.allow(c.now()));
+    EXPECT_FALSE(b.allow(c.now()));
+}

@@ -1,0 +1,193 @@
+#include "core/text.hpp"
+
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+
+namespace sp::core {
+
+std::size_t utf8SequenceLength(std::string_view s, std::size_t i) {
+    auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+    unsigned char c = byte(i);
+    if (c < 0x80) {
+        return 1;
+    }
+    std::size_t len = 0;
+    unsigned char lo = 0x80;
+    unsigned char hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0) {
+            lo = 0xa0; // no overlong forms
+        } else if (c == 0xed) {
+            hi = 0x9f; // no surrogates
+        }
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0) {
+            lo = 0x90;
+        } else if (c == 0xf4) {
+            hi = 0x8f; // <= U+10FFFF
+        }
+    } else {
+        return 0;
+    }
+    if (i + len > s.size()) {
+        return 0;
+    }
+    if (byte(i + 1) < lo || byte(i + 1) > hi) {
+        return 0;
+    }
+    for (std::size_t k = 2; k < len; ++k) {
+        if (byte(i + k) < 0x80 || byte(i + k) > 0xbf) {
+            return 0;
+        }
+    }
+    return len;
+}
+
+std::string sanitizeBytes(std::string_view bytes, bool keep_line_breaks) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes.size());
+    std::size_t i = 0;
+    while (i < bytes.size()) {
+        auto c = static_cast<unsigned char>(bytes[i]);
+        std::size_t len = utf8SequenceLength(bytes, i);
+        bool control = c < 0x20 || c == 0x7f;
+        bool line_break = c == '\t' || c == '\r' || c == '\n';
+        if (len == 0 || (control && !(keep_line_breaks && line_break))) {
+            out.append("\\x");
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 0x0f]);
+            ++i;
+            continue;
+        }
+        out.append(bytes.substr(i, len));
+        i += len;
+    }
+    return out;
+}
+
+std::string formatTimestamp(TimePoint t) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    auto secs = static_cast<std::time_t>(ns / 1'000'000'000);
+    auto frac = ns % 1'000'000'000;
+    if (frac < 0) {
+        frac += 1'000'000'000;
+        --secs;
+    }
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[48];
+    int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d.%09lld",
+                          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                          tm.tm_sec, static_cast<long long>(frac));
+    return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+}
+
+namespace {
+
+bool readInt(std::string_view s, std::size_t pos, std::size_t len, int& out) {
+    if (pos + len > s.size()) {
+        return false;
+    }
+    int v = 0;
+    for (std::size_t i = pos; i < pos + len; ++i) {
+        if (s[i] < '0' || s[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    out = v;
+    return true;
+}
+
+// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
+long long daysFromCivil(int y, int m, int d) {
+    y -= m <= 2 ? 1 : 0;
+    const int era = (y >= 0 ? y : y - 399) / 400;
+    const int yoe = y - era * 400;
+    const int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return static_cast<long long>(era) * 146097 + doe - 719468;
+}
+
+} // namespace
+
+std::optional<TimePoint> parseTimestamp(std::string_view s) {
+    int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0;
+    if (s.size() < 19 || !readInt(s, 0, 4, y) || s[4] != '-' || !readInt(s, 5, 2, mo) ||
+        s[7] != '-' || !readInt(s, 8, 2, d) || (s[10] != ' ' && s[10] != 'T') ||
+        !readInt(s, 11, 2, h) || s[13] != ':' || !readInt(s, 14, 2, mi) || s[16] != ':' ||
+        !readInt(s, 17, 2, se)) {
+        return std::nullopt;
+    }
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) {
+        return std::nullopt;
+    }
+    std::size_t pos = 19;
+    long long frac_ns = 0;
+    if (pos < s.size() && s[pos] == '.') {
+        ++pos;
+        std::size_t digits = 0;
+        while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+            if (digits == 9) {
+                return std::nullopt;
+            }
+            frac_ns = frac_ns * 10 + (s[pos] - '0');
+            ++digits;
+            ++pos;
+        }
+        if (digits == 0) {
+            return std::nullopt;
+        }
+        for (std::size_t k = digits; k < 9; ++k) {
+            frac_ns *= 10;
+        }
+    }
+    if (pos < s.size() && s[pos] == 'Z') {
+        ++pos;
+    }
+    if (pos != s.size()) {
+        return std::nullopt;
+    }
+    long long secs = daysFromCivil(y, mo, d) * 86400LL + h * 3600LL + mi * 60LL + se;
+    return TimePoint{std::chrono::duration_cast<TimePoint::duration>(
+        std::chrono::seconds(secs) + std::chrono::nanoseconds(frac_ns))};
+}
+
+std::optional<std::chrono::seconds> parseDuration(std::string_view s) {
+    if (s.empty()) {
+        return std::nullopt;
+    }
+    long long n = 0;
+    auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (ec != std::errc{} || n < 0) {
+        return std::nullopt;
+    }
+    std::string_view unit(ptr, static_cast<std::size_t>(s.data() + s.size() - ptr));
+    long long mult = 0;
+    if (unit.empty() || unit == "s") {
+        mult = 1;
+    } else if (unit == "m") {
+        mult = 60;
+    } else if (unit == "h") {
+        mult = 3600;
+    } else if (unit == "d") {
+        mult = 86400;
+    } else if (unit == "w") {
+        mult = 7 * 86400;
+    } else {
+        return std::nullopt;
+    }
+    constexpr long long kMaxSeconds = 100LL * 365 * 86400;
+    if (n > kMaxSeconds / mult) {
+        return std::nullopt;
+    }
+    return std::chrono::seconds(n * mult);
+}
+
+} // namespace sp::core

@@ -1,0 +1,33 @@
+#pragma once
+// Text helpers for attacker-supplied bytes and for our timestamp format. No I/O.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/event.hpp"
+
+namespace sp::core {
+
+// Length in bytes of the valid UTF-8 sequence starting at s[i], or 0 if the bytes there
+// are not valid UTF-8 (overlong forms, surrogates and code points > U+10FFFF are invalid).
+std::size_t utf8SequenceLength(std::string_view s, std::size_t i);
+
+// Makes attacker bytes safe to store and show: valid UTF-8 is kept; every invalid byte and
+// every control character becomes the four characters `\xNN`. With keep_line_breaks, TAB,
+// CR and LF are kept (whole SIP messages); without, they are escaped too (single-line
+// fields such as a user agent, so nobody can forge a log line).
+std::string sanitizeBytes(std::string_view bytes, bool keep_line_breaks);
+
+// "YYYY-MM-DD HH:MM:SS.nnnnnnnnn" in UTC, always nine fraction digits.
+std::string formatTimestamp(TimePoint t);
+
+// Parses "YYYY-MM-DD HH:MM:SS" with an optional fraction of 1 to 9 digits (SentryPeer
+// prints 6 to 9), also accepting 'T' as the separator and a trailing 'Z'. Read as UTC.
+std::optional<TimePoint> parseTimestamp(std::string_view s);
+
+// Parses a duration such as "0", "90", "90s", "15m", "12h", "7d", "2w" (a bare number is
+// seconds). nullopt when malformed or out of range.
+std::optional<std::chrono::seconds> parseDuration(std::string_view s);
+
+} // namespace sp::core

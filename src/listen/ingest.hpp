@@ -1,0 +1,82 @@
+#pragma once
+// Ingest: the step every listener shares. Turns one received SIP message into a
+// core::Event, publishes it, and returns the reply to send (responsive mode only).
+// Thread-safe: called concurrently by every io thread.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "core/clock.hpp"
+#include "core/event.hpp"
+#include "core/rate_limit.hpp"
+#include "sip/responder.hpp"
+
+namespace sp::listen {
+
+enum class Transport { Udp = 0, Tcp = 1, Tls = 2 };
+inline constexpr std::size_t kTransports = 3;
+const char* transportName(Transport t);
+
+// Where one message came from and arrived at. Addresses are printable IPs
+// (IPv4-mapped IPv6 addresses already unmapped).
+struct Meta {
+    Transport transport = Transport::Udp;
+    std::string source_ip;
+    std::uint16_t source_port = 0;
+    std::string destination_ip;
+    std::uint16_t destination_port = 0;
+};
+
+struct IngestOptions {
+    bool responsive = false;
+    sip::ResponderOptions responder;
+    std::string node_id;
+};
+
+// Counters for /metrics, per transport. Relaxed atomics: any thread.
+struct IngestCounters {
+    struct PerTransport {
+        std::atomic<std::uint64_t> messages{0};  // recorded as events
+        std::atomic<std::uint64_t> empty{0};     // 0-byte datagrams: counted, not stored
+        std::atomic<std::uint64_t> malformed{0}; // recorded with method MALFORMED
+        std::atomic<std::uint64_t> responses{0}; // SIP responses received (recorded)
+        std::atomic<std::uint64_t> replies{0};   // replies we built
+        std::atomic<std::uint64_t> bytes{0};
+    };
+    std::array<PerTransport, kTransports> by_transport;
+    std::atomic<std::uint64_t> connections_refused{0}; // TCP/TLS over a cap
+    std::atomic<std::uint64_t> tls_handshake_failures{0};
+};
+
+class Ingest {
+public:
+    using Publish = std::function<void(core::EventPtr)>;
+
+    Ingest(IngestOptions options, const core::Clock& clock, Publish publish);
+
+    // Records bytes as an event (unless empty) and returns the reply bytes, empty when
+    // nothing must be sent (passive mode, ACK, responses, garbage).
+    std::string handle(std::string_view bytes, const Meta& meta);
+
+    // Counts a 0-byte datagram.
+    void countEmpty(Transport t) { at(t).empty.fetch_add(1, std::memory_order_relaxed); }
+
+    IngestCounters& counters() { return counters_; }
+    const core::Clock& clock() const { return clock_; }
+
+private:
+    IngestCounters::PerTransport& at(Transport t) {
+        return counters_.by_transport[static_cast<std::size_t>(t)];
+    }
+
+    IngestOptions options_;
+    const core::Clock& clock_;
+    Publish publish_;
+    IngestCounters counters_;
+};
+
+} // namespace sp::listen

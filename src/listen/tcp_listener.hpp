@@ -1,0 +1,73 @@
+#pragma once
+// SIP over TCP and TLS: an acceptor per listen address (backlog 4096), one connection
+// object per client whose handlers run on its own strand. Messages are framed by
+// Content-Length (sip::Framer). Caps: message size (64 KiB), idle time, connections in
+// total and per source IP (over a cap the connection is accepted and closed at once, and
+// counted). Bytes that never formed a message are recorded as MALFORMED when the
+// connection ends.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "listen/ingest.hpp"
+
+namespace sp::listen {
+
+struct TcpOptions {
+    bool responsive = false;
+    std::size_t max_message = 64 * 1024;
+    std::size_t max_connections = 10000;
+    std::size_t max_per_ip = 100;
+    std::chrono::seconds idle_timeout{30};
+};
+
+// Counts open connections, in total and per source IP. Thread-safe.
+class ConnectionLimits {
+public:
+    ConnectionLimits(std::size_t max_total, std::size_t max_per_ip)
+        : max_total_(max_total), max_per_ip_(max_per_ip) {}
+    bool tryAcquire(const std::string& ip);
+    void release(const std::string& ip);
+    std::size_t open() const;
+
+private:
+    mutable std::mutex mutex_;
+    std::unordered_map<std::string, std::size_t> per_ip_;
+    std::size_t total_ = 0;
+    std::size_t max_total_;
+    std::size_t max_per_ip_;
+};
+
+class TcpListener : public std::enable_shared_from_this<TcpListener> {
+public:
+    // Binds and listens now; throws ListenError naming the address. With tls set, every
+    // connection starts with a TLS handshake (TLS >= 1.2, context from listen/tls.hpp).
+    TcpListener(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& ep,
+                Ingest& ingest, const TcpOptions& options, ConnectionLimits& limits,
+                boost::asio::ssl::context* tls);
+
+    void start();
+    boost::asio::ip::tcp::endpoint localEndpoint() const { return local_; }
+
+private:
+    void accept();
+
+    boost::asio::io_context& io_;
+    boost::asio::ip::tcp::acceptor acceptor_;
+    boost::asio::steady_timer retry_;
+    boost::asio::ip::tcp::endpoint local_;
+    Ingest& ingest_;
+    TcpOptions options_;
+    ConnectionLimits& limits_;
+    boost::asio::ssl::context* tls_;
+    core::TokenBucket error_log_{1.0 / 10, 3};
+};
+
+} // namespace sp::listen

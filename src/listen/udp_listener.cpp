@@ -1,0 +1,208 @@
+#include "listen/udp_listener.hpp"
+
+#include <arpa/inet.h>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include "listen/net.hpp"
+#include <boost/asio/ip/v6_only.hpp>
+
+namespace sp::listen {
+
+namespace {
+constexpr std::size_t kSlots = 32;
+constexpr std::size_t kMaxDatagram = 65536; // > 65,507: a bigger one shows as truncated
+constexpr int kReceiveBuffer = 16 << 20;
+} // namespace
+
+struct UdpListener::Batch {
+    std::array<std::array<char, kMaxDatagram>, kSlots> data;
+    std::array<sockaddr_storage, kSlots> from;
+    std::array<std::array<char, 128>, kSlots> control;
+    std::array<iovec, kSlots> iov;
+    std::array<mmsghdr, kSlots> msgs;
+    std::array<Meta, kSlots> meta;
+
+    void reset() {
+        for (std::size_t i = 0; i < kSlots; ++i) {
+            iov[i] = {data[i].data(), data[i].size()};
+            msgs[i] = {};
+            msgs[i].msg_hdr.msg_name = &from[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = control[i].data();
+            msgs[i].msg_hdr.msg_controllen = control[i].size();
+        }
+    }
+};
+
+namespace {
+
+void setOption(int fd, int level, int name, int value) {
+    ::setsockopt(fd, level, name, &value, sizeof value);
+}
+
+// Fills source address/port from the sender and the destination address from PKTINFO.
+void fillMeta(const mmsghdr& m, const sockaddr_storage& from, const UdpListener& self, Meta& meta) {
+    char text[INET6_ADDRSTRLEN] = {};
+    meta.transport = Transport::Udp;
+    if (from.ss_family == AF_INET) {
+        const auto& sin = reinterpret_cast<const sockaddr_in&>(from);
+        ::inet_ntop(AF_INET, &sin.sin_addr, text, sizeof text);
+        meta.source_port = ntohs(sin.sin_port);
+    } else {
+        const auto& sin6 = reinterpret_cast<const sockaddr_in6&>(from);
+        ::inet_ntop(AF_INET6, &sin6.sin6_addr, text, sizeof text);
+        meta.source_port = ntohs(sin6.sin6_port);
+    }
+    meta.source_ip = printable(boost::asio::ip::make_address(text));
+    meta.destination_port = self.localEndpoint().port();
+    meta.destination_ip = printable(self.localEndpoint().address());
+    auto* hdr = const_cast<msghdr*>(&m.msg_hdr);
+    for (cmsghdr* c = CMSG_FIRSTHDR(hdr); c != nullptr; c = CMSG_NXTHDR(hdr, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            in_pktinfo pi{};
+            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            ::inet_ntop(AF_INET, &pi.ipi_addr, text, sizeof text);
+            meta.destination_ip = text;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            in6_pktinfo pi{};
+            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            ::inet_ntop(AF_INET6, &pi.ipi6_addr, text, sizeof text);
+            meta.destination_ip = printable(boost::asio::ip::make_address(text));
+        }
+    }
+}
+
+} // namespace
+
+UdpListener::UdpListener(boost::asio::io_context& io, const boost::asio::ip::udp::endpoint& ep,
+                         Ingest& ingest, bool responsive)
+    : socket_(io), ingest_(ingest), responsive_(responsive), batch_(std::make_unique<Batch>()) {
+    boost::system::error_code ec;
+    socket_.open(ep.protocol(), ec);
+    if (!ec && ep.address().is_v6()) {
+        socket_.set_option(boost::asio::ip::v6_only(true), ec);
+    }
+    if (!ec) {
+        socket_.bind(ep, ec);
+    }
+    if (ec) {
+        throw ListenError("cannot listen on " + describe("UDP", ep) + ": " + ec.message());
+    }
+    int fd = socket_.native_handle();
+    // A large receive buffer absorbs bursts; root may exceed net.core.rmem_max.
+    if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &kReceiveBuffer, sizeof kReceiveBuffer) != 0) {
+        setOption(fd, SOL_SOCKET, SO_RCVBUF, kReceiveBuffer);
+    }
+    if (ep.address().is_v6()) {
+        setOption(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+    } else {
+        setOption(fd, IPPROTO_IP, IP_PKTINFO, 1);
+    }
+    socket_.non_blocking(true);
+    local_ = socket_.local_endpoint();
+}
+
+UdpListener::~UdpListener() = default;
+
+void UdpListener::start() {
+    arm();
+}
+
+void UdpListener::arm() {
+    socket_.async_wait(boost::asio::socket_base::wait_read,
+                       [self = shared_from_this()](const boost::system::error_code& ec) {
+                           if (ec) {
+                               return; // cancelled: shutting down
+                           }
+                           self->receive(16);
+                           self->arm();
+                       });
+}
+
+bool UdpListener::receive(int max_rounds) {
+    int fd = socket_.native_handle();
+    for (int round = 0; round < max_rounds; ++round) {
+        batch_->reset();
+        int n = ::recvmmsg(fd, batch_->msgs.data(), kSlots, MSG_DONTWAIT, nullptr);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                error_log_.allow(ingest_.clock().now())) {
+                spdlog::warn("{}: recvmmsg: {}", describe("UDP", local_), std::strerror(errno));
+            }
+            return false;
+        }
+        for (int i = 0; i < n; ++i) {
+            auto slot = static_cast<std::size_t>(i);
+            const auto& m = batch_->msgs[slot];
+            Meta& meta = batch_->meta[slot];
+            fillMeta(m, batch_->from[slot], *this, meta);
+            std::string_view bytes(batch_->data[slot].data(), m.msg_len);
+            std::string reply = ingest_.handle(bytes, meta);
+            if (responsive_ && !reply.empty()) {
+                sendReply(reply, slot);
+            }
+        }
+        if (static_cast<std::size_t>(n) < kSlots) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void UdpListener::sendReply(const std::string& reply, std::size_t slot) {
+    // Reply from the address the request was sent to (multi-homed hosts, 0.0.0.0 binds).
+    msghdr out{};
+    iovec iov{const_cast<char*>(reply.data()), reply.size()};
+    out.msg_name = &batch_->from[slot];
+    out.msg_namelen = batch_->msgs[slot].msg_hdr.msg_namelen;
+    out.msg_iov = &iov;
+    out.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(in6_pktinfo))] = {};
+    auto* hdr = const_cast<msghdr*>(&batch_->msgs[slot].msg_hdr);
+    for (cmsghdr* c = CMSG_FIRSTHDR(hdr); c != nullptr; c = CMSG_NXTHDR(hdr, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            in_pktinfo pi{};
+            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            in_pktinfo spec{};
+            spec.ipi_spec_dst = pi.ipi_addr;
+            out.msg_control = control;
+            out.msg_controllen = CMSG_SPACE(sizeof spec);
+            cmsghdr* oc = CMSG_FIRSTHDR(&out);
+            oc->cmsg_level = IPPROTO_IP;
+            oc->cmsg_type = IP_PKTINFO;
+            oc->cmsg_len = CMSG_LEN(sizeof spec);
+            std::memcpy(CMSG_DATA(oc), &spec, sizeof spec);
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            in6_pktinfo pi{};
+            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            pi.ipi6_ifindex = 0;
+            out.msg_control = control;
+            out.msg_controllen = CMSG_SPACE(sizeof pi);
+            cmsghdr* oc = CMSG_FIRSTHDR(&out);
+            oc->cmsg_level = IPPROTO_IPV6;
+            oc->cmsg_type = IPV6_PKTINFO;
+            oc->cmsg_len = CMSG_LEN(sizeof pi);
+            std::memcpy(CMSG_DATA(oc), &pi, sizeof pi);
+        }
+    }
+    if (::sendmsg(socket_.native_handle(), &out, MSG_DONTWAIT) < 0 &&
+        error_log_.allow(ingest_.clock().now())) {
+        spdlog::debug("{}: reply not sent: {}", describe("UDP", local_), std::strerror(errno));
+    }
+}
+
+void UdpListener::drainAndClose() {
+    while (socket_.is_open() && receive(1024)) {
+    }
+    boost::system::error_code ec;
+    socket_.close(ec);
+}
+
+} // namespace sp::listen

@@ -1,0 +1,36 @@
+#pragma once
+// JSON log sink: one compact event line (core::eventToJson) per locally captured event,
+// appended to a file; reopened on SIGHUP so logrotate can move it. Runs on its own bus
+// thread; every method is called on that thread only.
+
+#include <cstdio>
+#include <string>
+
+#include "bus/event_bus.hpp"
+#include "core/clock.hpp"
+#include "core/rate_limit.hpp"
+
+namespace sp::sinks {
+
+class JsonLog final : public bus::Sink {
+public:
+    // Opens (creates, appends) the file. Throws std::runtime_error naming the path.
+    JsonLog(std::string path, const core::Clock& clock);
+    ~JsonLog() override;
+
+    void consume(std::span<const core::EventPtr> batch) override;
+    void reopen() override;
+    void close() override;
+
+private:
+    bool open();
+    void reportError(const char* what);
+
+    std::string path_;
+    const core::Clock& clock_;
+    std::FILE* file_ = nullptr;
+    std::string line_;
+    core::TokenBucket error_log_{1.0 / 60, 3};
+};
+
+} // namespace sp::sinks

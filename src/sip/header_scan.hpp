@@ -1,0 +1,105 @@
+#pragma once
+// Allocation-free scanning of a raw SIP header section, shared by the framer (Content-Length)
+// and the parser's fallback for messages osip rejects. Works on any bytes; never throws.
+
+#include <cstddef>
+#include <string_view>
+
+namespace sp::sip {
+
+inline char asciiLower(char c) {
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// ASCII case-insensitive equality (SIP header names and tokens).
+inline bool equalsIgnoreCase(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (asciiLower(a[i]) != asciiLower(b[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// True when `name` is header `full` or its compact form `compact` (RFC 3261 7.3.3), in any
+// case. compact == '\0' means the header has no compact form.
+inline bool isHeaderName(std::string_view name, std::string_view full, char compact = '\0') {
+    if (compact != '\0' && name.size() == 1) {
+        return asciiLower(name[0]) == asciiLower(compact);
+    }
+    return equalsIgnoreCase(name, full);
+}
+
+// s without leading and trailing SP, HTAB and CR.
+inline std::string_view trimLws(std::string_view s) {
+    auto lws = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
+    while (!s.empty() && lws(s.front())) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && lws(s.back())) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+// Length of the header section of `message` (start line and headers through the empty
+// line that ends them: LF LF or LF CR LF), or 0 when that empty line has not arrived yet.
+// `scan` is where the search resumes (0 the first time); it is advanced so that calling again
+// on a longer buffer holding the same message does not rescan bytes already seen.
+inline std::size_t headerSectionLength(std::string_view message, std::size_t& scan) {
+    std::size_t lf = message.find('\n', scan);
+    while (lf != std::string_view::npos) {
+        if (lf + 1 >= message.size()) {
+            break;
+        }
+        if (message[lf + 1] == '\n') {
+            return lf + 2;
+        }
+        if (message[lf + 1] == '\r') {
+            if (lf + 2 >= message.size()) {
+                break;
+            }
+            if (message[lf + 2] == '\n') {
+                return lf + 3;
+            }
+        }
+        lf = message.find('\n', lf + 1);
+    }
+    scan = lf == std::string_view::npos ? message.size() : lf;
+    return 0;
+}
+
+// Calls f(name, value) for every "name: value" line of a message, skipping its first line
+// (the start line), up to the first empty line or the end of `message`. Lines end with LF
+// or CRLF; name and value are trimmed. Lines without ':' and folded continuation lines are
+// skipped. f returns true to continue, false to stop.
+template <typename F> void forEachHeader(std::string_view message, F&& f) {
+    std::size_t pos = message.find('\n');
+    while (pos != std::string_view::npos && pos + 1 < message.size()) {
+        std::size_t begin = pos + 1;
+        pos = message.find('\n', begin);
+        std::string_view line = message.substr(
+            begin, pos == std::string_view::npos ? std::string_view::npos : pos - begin);
+        if (!line.empty() && line.back() == '\r') {
+            line.remove_suffix(1);
+        }
+        if (line.empty()) {
+            return;
+        }
+        if (line.front() == ' ' || line.front() == '\t') {
+            continue;
+        }
+        std::size_t colon = line.find(':');
+        if (colon == std::string_view::npos) {
+            continue;
+        }
+        if (!f(trimLws(line.substr(0, colon)), trimLws(line.substr(colon + 1)))) {
+            return;
+        }
+    }
+}
+
+} // namespace sp::sip

@@ -1,0 +1,292 @@
+#include "sip/parse.hpp"
+
+#include <cstdarg>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include <osipparser2/osip_parser.h>
+
+#include "core/event.hpp"
+#include "core/text.hpp"
+#include "sip/header_scan.hpp"
+
+namespace sp::sip {
+namespace {
+
+std::once_flag g_init_once;
+
+// libosip2 5.3 as packaged prints ERROR traces to stdout by default: one line per bad
+// packet. Installing a sink with every level disabled silences it at no formatting cost.
+void discardTrace(const char*, int, osip_trace_level_t, const char*, va_list) {}
+
+// Owns an osip_message_t.
+class OsipMessage {
+public:
+    OsipMessage() {
+        if (osip_message_init(&msg_) != 0) {
+            msg_ = nullptr;
+        }
+    }
+    ~OsipMessage() {
+        if (msg_ != nullptr) {
+            osip_message_free(msg_);
+        }
+    }
+    OsipMessage(const OsipMessage&) = delete;
+    OsipMessage& operator=(const OsipMessage&) = delete;
+    osip_message_t* get() const { return msg_; }
+
+private:
+    osip_message_t* msg_ = nullptr;
+};
+
+// core::sanitizeBytes with a fast path: printable ASCII (the usual SIP message) is returned
+// as is without the per-byte UTF-8 decoding.
+std::string sanitize(std::string_view bytes, bool keep_line_breaks) {
+    for (char c : bytes) {
+        auto u = static_cast<unsigned char>(c);
+        bool plain =
+            (u >= 0x20 && u < 0x7f) || (keep_line_breaks && (c == '\t' || c == '\r' || c == '\n'));
+        if (!plain) {
+            return core::sanitizeBytes(bytes, keep_line_breaks);
+        }
+    }
+    return std::string(bytes);
+}
+
+// Runs an osip *_to_str function and returns its result sanitised as a single line; empty
+// when osip fails.
+template <typename T> std::string osipToString(int (*to_str)(const T*, char**), const T* value) {
+    if (value == nullptr) {
+        return {};
+    }
+    char* raw = nullptr;
+    if (to_str(value, &raw) != 0 || raw == nullptr) {
+        if (raw != nullptr) {
+            osip_free(raw);
+        }
+        return {};
+    }
+    std::string out = sanitize(raw, false);
+    osip_free(raw);
+    return out;
+}
+
+std::string_view view(const char* s) {
+    return s == nullptr ? std::string_view{} : s;
+}
+
+// RFC 3261 token characters (a method is a token).
+bool isTokenChar(char c) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+        return true;
+    }
+    return c != '\0' && std::strchr("-.!%*_+`'~", c) != nullptr;
+}
+
+bool isToken(std::string_view s) {
+    if (s.empty()) {
+        return false;
+    }
+    for (char c : s) {
+        if (!isTokenChar(c)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// The user part of a URI: the username of sip:/sips: URIs, the number of tel: URIs.
+std::string_view uriUser(const osip_uri_t* uri) {
+    if (uri == nullptr) {
+        return {};
+    }
+    if (uri->username != nullptr && uri->username[0] != '\0') {
+        return uri->username;
+    }
+    if (uri->scheme != nullptr && equalsIgnoreCase(uri->scheme, "tel")) {
+        std::string_view number = view(uri->string);
+        return number.substr(0, number.find(';'));
+    }
+    return {};
+}
+
+std::string singleLineOrNotFound(std::string_view value) {
+    value = trimLws(value);
+    if (value.empty()) {
+        return core::kNotFound;
+    }
+    return sanitize(value, false);
+}
+
+// User-Agent from the raw bytes, for messages osip rejects.
+std::string rawUserAgent(std::string_view bytes) {
+    std::string_view found;
+    forEachHeader(bytes, [&](std::string_view name, std::string_view value) {
+        if (isHeaderName(name, "user-agent")) {
+            found = value;
+            return false;
+        }
+        return true;
+    });
+    return singleLineOrNotFound(found);
+}
+
+// libosip2 appends each parsed element (header, parameter, list item, URI header, MIME part)
+// by walking a linked list, and unescapes URIs in place, so its cost grows with the square of
+// the element count: one 64 KiB datagram of ";p" costs it over a second. Messages with more
+// separators than this are not handed to osip; real SIP messages stay far below.
+constexpr std::size_t kMaxSeparators = 256;
+
+bool fitsOsipBudget(std::string_view message) {
+    std::size_t scan = 0;
+    std::size_t head_length = headerSectionLength(message, scan);
+    std::string_view head = head_length == 0 ? message : message.substr(0, head_length);
+    // osip parses the MIME headers of every part of a multipart body too.
+    bool multipart = false;
+    forEachHeader(head, [&](std::string_view name, std::string_view value) {
+        if (isHeaderName(name, "content-type", 'c')) {
+            multipart = equalsIgnoreCase(value.substr(0, 9), "multipart");
+            return false;
+        }
+        return true;
+    });
+    std::size_t separators = 0;
+    for (char c : multipart ? message : head) {
+        if (c == ';' || c == ',' || c == '&' || c == '%' || c == '\n') {
+            if (++separators > kMaxSeparators) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+// Fields recorded for every message osip parsed, request or not.
+void fillEventFields(const osip_message_t* sip, Message& m) {
+    osip_header_t* ua = nullptr;
+    osip_message_get_user_agent(sip, 0, &ua);
+    m.user_agent = singleLineOrNotFound(ua == nullptr ? std::string_view{} : view(ua->hvalue));
+
+    std::string_view user = uriUser(sip->to == nullptr ? nullptr : sip->to->url);
+    if (user.empty()) {
+        user = uriUser(sip->req_uri);
+    }
+    m.called_number = singleLineOrNotFound(user);
+}
+
+// Fields the responder echoes. Left empty when absent, so the responder can refuse.
+// `start_line` is the message from its request line on, which osip accepted: "METHOD SP
+// Request-URI SP SIP-Version".
+void fillResponderFields(const osip_message_t* sip, std::string_view start_line, Message& m) {
+    start_line = start_line.substr(0, start_line.find_first_of("\r\n"));
+    std::size_t uri_begin = start_line.find_first_not_of(' ', start_line.find(' '));
+    if (uri_begin != std::string_view::npos) {
+        std::size_t uri_end = start_line.find(' ', uri_begin);
+        m.request_uri = sanitize(start_line.substr(uri_begin, uri_end - uri_begin), false);
+    }
+
+    osip_list_iterator_t it;
+    auto* via = static_cast<osip_via_t*>(osip_list_get_first(&sip->vias, &it));
+    while (via != nullptr) {
+        std::string value = osipToString(osip_via_to_str, via);
+        if (value.empty()) {
+            // A Via we cannot echo makes every reply unroutable: record none.
+            m.vias.clear();
+            break;
+        }
+        m.vias.push_back(std::move(value));
+        via = static_cast<osip_via_t*>(osip_list_get_next(&it));
+    }
+
+    m.from = osipToString(osip_from_to_str, sip->from);
+    m.to = osipToString(osip_to_to_str, sip->to);
+    if (sip->to != nullptr) {
+        char tag_name[] = "tag"; // osip's lookup takes a mutable name
+        osip_generic_param_t* tag = nullptr;
+        if (osip_uri_param_get_byname(&sip->to->gen_params, tag_name, &tag) == 0 &&
+            tag != nullptr) {
+            m.to_tag = sanitize(view(tag->gvalue), false);
+        }
+    }
+    if (sip->call_id != nullptr && sip->call_id->number != nullptr) {
+        std::string call_id = sip->call_id->number;
+        if (sip->call_id->host != nullptr) {
+            call_id.push_back('@');
+            call_id.append(sip->call_id->host);
+        }
+        m.call_id = sanitize(call_id, false);
+    }
+    if (sip->cseq != nullptr && sip->cseq->number != nullptr && sip->cseq->method != nullptr) {
+        m.cseq_method = sanitize(sip->cseq->method, false);
+        m.cseq = sanitize(sip->cseq->number, false);
+        m.cseq.push_back(' ');
+        m.cseq.append(m.cseq_method);
+    }
+    m.content_type = osipToString(osip_content_type_to_str, sip->content_type);
+    m.has_body = osip_list_size(&sip->bodies) > 0 ||
+                 (sip->content_length != nullptr && sip->content_length->value != nullptr &&
+                  std::strtol(sip->content_length->value, nullptr, 10) > 0);
+}
+
+} // namespace
+
+void initParser() {
+    std::call_once(g_init_once, [] {
+        parser_init();
+        osip_trace_initialize_func(TRACE_LEVEL0, discardTrace);
+        for (int level = TRACE_LEVEL0; level < END_TRACE_LEVEL; ++level) {
+            osip_trace_disable_level(static_cast<osip_trace_level_t>(level));
+        }
+    });
+}
+
+Message parse(std::string_view bytes) {
+    Message m;
+    m.sip_message = sanitize(bytes, true);
+    m.user_agent = core::kNotFound;
+    m.called_number = core::kNotFound;
+
+    std::string_view start = bytes;
+    while (!start.empty() && (start.front() == '\r' || start.front() == '\n')) {
+        start.remove_prefix(1);
+    }
+    const bool response = start.starts_with("SIP/2.0 ");
+    m.kind = response ? Kind::Response : Kind::Malformed;
+    m.method = response ? core::kMethodResponse : core::kMethodMalformed;
+    if (start.empty()) {
+        return m;
+    }
+
+    try {
+        if (!fitsOsipBudget(start)) {
+            m.user_agent = rawUserAgent(start);
+            return m;
+        }
+        initParser();
+        // osip scans with strchr/strstr: it needs a NUL-terminated copy.
+        const std::string buffer(start);
+        OsipMessage owner;
+        osip_message_t* sip = owner.get();
+        if (sip == nullptr || osip_message_parse(sip, buffer.c_str(), buffer.size()) != 0) {
+            m.user_agent = rawUserAgent(start);
+            return m;
+        }
+        fillEventFields(sip, m);
+        if (response || !MSG_IS_REQUEST(sip) || sip->req_uri == nullptr ||
+            !isToken(view(sip->sip_method))) {
+            return m;
+        }
+        m.kind = Kind::Request;
+        m.method = sip->sip_method;
+        fillResponderFields(sip, start, m);
+    } catch (...) {
+        // Only allocation can throw here; the message stays recorded, as malformed.
+        m.kind = response ? Kind::Response : Kind::Malformed;
+        m.method = response ? core::kMethodResponse : core::kMethodMalformed;
+    }
+    return m;
+}
+
+} // namespace sp::sip

@@ -1,0 +1,48 @@
+#pragma once
+// Parsing one SIP message (a UDP datagram or one framed TCP/TLS message) with libosip2.
+// Thread-safe (call sip::initParser() once at startup before any thread parses).
+// Never throws, never crashes on any input: that is what the fuzz target proves.
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sp::sip {
+
+// Initialises libosip2's global parser tables. Idempotent and thread-safe.
+void initParser();
+
+enum class Kind {
+    Request,   // a SIP request osip could parse
+    Response,  // a SIP response (status line): recorded, never answered
+    Malformed, // anything else: garbage, truncated, binary, or too complex for osip to parse
+               // in bounded time (over 256 of ';' ',' '&' '%' and line breaks in the headers)
+};
+
+// What the daemon needs from one message. Strings are sanitised (core::sanitizeBytes):
+// single-line fields have control characters and invalid UTF-8 escaped as \xNN.
+struct Message {
+    Kind kind = Kind::Malformed;
+    std::string method;        // request method, e.g. "INVITE"; for Response core::kMethodResponse,
+                               // for Malformed core::kMethodMalformed
+    std::string called_number; // To URI user, else Request-URI user, else core::kNotFound
+    std::string user_agent;    // first User-Agent value, core::kNotFound when absent or empty
+    std::string sip_message;   // the whole input, sanitised keeping CR/LF/TAB
+
+    // For the responder (requests only), raw header values as received (sanitised):
+    std::string request_uri;
+    std::vector<std::string> vias; // every Via value in order, one entry per via
+    std::string from;
+    std::string to;
+    std::string to_tag; // empty when To has no tag
+    std::string call_id;
+    std::string cseq;        // "<number> <METHOD>"
+    std::string cseq_method; // METHOD part of CSeq
+    std::string content_type;
+    bool has_body = false;
+};
+
+// Parses bytes (at most 65,507 for UDP, 64 KiB for TCP; any length must be safe).
+Message parse(std::string_view bytes);
+
+} // namespace sp::sip
