@@ -10,7 +10,9 @@ stops the daemon with SIGTERM and prints a markdown table:
 "lost" = sent - stored. "kernel drops" = the UDP receive-buffer overflows counted by the
 kernel during the step (/proc/net/snmp RcvbufErrors, whole machine): datagrams that never
 reached the daemon. CPU = utime + stime of the daemon (/proc/PID/stat) from the start of
-the step until its rows stopped growing.
+the step until its rows stopped growing. "drain s" = time from the end of the load until
+the rows stopped growing (a backlog inside the daemon). "steal %" = CPU time the
+hypervisor took from this VM during the step (/proc/stat): high values mean noisy numbers.
 
   /usr/bin/python3 bench/ingest.py                       # default steps, 30 s each
   /usr/bin/python3 bench/ingest.py --duration 10 --steps udp:10000,tcp-stream:20000
@@ -62,6 +64,17 @@ def udp_rcvbuf_errors() -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times() -> list:
+    """Machine-wide jiffies: user nice system idle iowait irq softirq steal."""
+    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+
+
+def steal_percent(before: list, after: list) -> float:
+    delta = [a - b for a, b in zip(after, before)]
+    total = sum(delta)
+    return 100.0 * delta[7] / total if total else 0.0
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -150,6 +163,7 @@ def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration
     base = d.rows()
     cpu0 = cpu_seconds(d.proc.pid)
     drops0 = udp_rcvbuf_errors()
+    times0 = cpu_times()
     cmd = [str(loadgen), "--mode", mode, "--target", f"127.0.0.1:{port}", "--rate", str(rate),
            "--duration", str(duration), "--threads", str(lg_threads)]
     if mode == "tcp-connections":
@@ -160,6 +174,7 @@ def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration
     lg = json.loads(res.stdout.strip().splitlines()[-1])
     rows, drain_s = wait_stable(d, lg["sent"], base)
     cpu = cpu_seconds(d.proc.pid) - cpu0
+    steal = steal_percent(times0, cpu_times())
     stored = rows - base
     return {
         "step": f"{mode} {rate:,}/s",
@@ -168,7 +183,7 @@ def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration
         "stored": stored, "lost": lg["sent"] - stored,
         "kernel_drops": udp_rcvbuf_errors() - drops0 if mode == "udp" else None,
         "cpu_s": cpu, "cpu_per_10k": cpu / stored * 10000 if stored else float("nan"),
-        "drain_s": drain_s,
+        "drain_s": drain_s, "steal_pct": steal,
     }
 
 
@@ -178,17 +193,17 @@ def markdown(results: list, info: dict, extra: dict) -> str:
            f"{extra['threads'] or 'default (one per core)'}; loadgen threads: {extra['lg_threads']}; "
            f"{extra['duration']:g} s per step.", "",
            "| step | sent | achieved/s | stored | lost | kernel UDP drops | daemon CPU s | "
-           "CPU s / 10k events | drain s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "CPU s / 10k events | drain s | steal % |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lost_pct = 100.0 * r["lost"] / r["sent"] if r["sent"] else 0.0
         drops = "-" if r["kernel_drops"] is None else f"{r['kernel_drops']:,}"
         out.append(f"| {r['step']} | {r['sent']:,} | {r['achieved']:,.0f} | {r['stored']:,} | "
                    f"{r['lost']:,} ({lost_pct:.2f}%) | {drops} | {r['cpu_s']:.2f} | "
-                   f"{r['cpu_per_10k']:.3f} | {r['drain_s']:.1f} |")
+                   f"{r['cpu_per_10k']:.3f} | {r['drain_s']:.1f} | {r['steal_pct']:.0f} |")
     out += ["", f"After SIGTERM: exit {extra['rc']}, rows in the database {extra['final_rows']:,} "
             f"(sum of stored {sum(r['stored'] for r in results):,}); daemon peak RSS "
-            f"{extra['rss']:.0f} MiB; database {extra['db_mib']:.0f} MiB."]
+            f"{extra['rss']:.0f} MiB; database {extra['db_mib']:.0f} MiB.", *extra["notes"]]
     return "\n".join(out)
 
 
@@ -224,6 +239,7 @@ def main() -> int:
     port = free_port()
     d = Daemon(binary, workdir, port, args.threads, args.daemon_arg)
     results = []
+    extra_note: list = []
     try:
         for mode, rate in steps:
             print(f"# {mode} at {rate}/s for {args.duration:g} s ...", file=sys.stderr, flush=True)
@@ -232,7 +248,11 @@ def main() -> int:
                   f"cpu {r['cpu_s']:.2f}s", file=sys.stderr, flush=True)
             results.append(r)
             if d.proc.poll() is not None:
-                print("# daemon died", file=sys.stderr)
+                tail = d.stderr_path.read_text(errors="replace").splitlines()[-20:]
+                print(f"# daemon exited on its own with {d.proc.returncode}; stderr tail:\n"
+                      + "\n".join(tail), file=sys.stderr)
+                extra_note.append(f"The daemon exited on its own (code {d.proc.returncode}) "
+                                  f"after step {r['step']}.")
                 break
         rss = peak_rss_mib(d.proc.pid) if d.proc.poll() is None else float("nan")
     finally:
@@ -241,7 +261,7 @@ def main() -> int:
     db_mib = d.db.stat().st_size / 1024 / 1024
     extra = {"version": version, "threads": args.threads, "lg_threads": args.loadgen_threads,
              "duration": args.duration, "rc": rc, "final_rows": final_rows, "rss": rss,
-             "db_mib": db_mib}
+             "db_mib": db_mib, "notes": extra_note}
     info = machine_info()
     print(markdown(results, info, extra))
     print("\nCommands:\n\n    " + " ".join(d.cmd) + "\n" +

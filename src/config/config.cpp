@@ -2,8 +2,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cstdlib>
 #include <arpa/inet.h>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <thread>
@@ -114,8 +114,7 @@ public:
             if (item.name == "tls-listen-address") {
                 item.name = "tls-listen";
             }
-            if (std::find(set_by_env_.begin(), set_by_env_.end(), item.name) ==
-                set_by_env_.end()) {
+            if (std::find(set_by_env_.begin(), set_by_env_.end(), item.name) == set_by_env_.end()) {
                 kept.push_back(std::move(item));
             }
         }
@@ -128,6 +127,7 @@ private:
 
 struct Raw {
     std::vector<std::string> sip_listen;
+    std::string api_listen = "127.0.0.1:8082";
     std::string tls_listen = "0.0.0.0:5061";
     bool no_tls = false;
     std::string max_age = "7d";
@@ -209,6 +209,13 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
     addOption(app, "--tcp-idle-timeout", raw.tcp_idle_timeout, "SENTRYPEER_TCP_IDLE_TIMEOUT",
               "Close SIP TCP/TLS connections idle this long")
         ->check(checkDuration);
+    // REST API
+    addFlag(app, "-a,--api", c.api, "SENTRYPEER_API", "Serve the REST API");
+    addOption(app, "--api-listen", raw.api_listen, "SENTRYPEER_API_LISTEN",
+              "REST API listen address (loopback by default; 0.0.0.0:8082 opens it)")
+        ->check(checkHostPort);
+    addOption(app, "--api-token", c.api_token, "SENTRYPEER_API_TOKEN",
+              "Require 'Authorization: Bearer <token>' on every route but /health-check");
     // Operations
     addFlag(app, "-v,--verbose", c.verbose, "SENTRYPEER_VERBOSE", "Verbose logging");
     addFlag(app, "-d,--debug", c.debug, "SENTRYPEER_DEBUG", "Debug logging");
@@ -281,6 +288,7 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
     for (const auto& s : raw.sip_listen) {
         c.sip_listen.push_back(*parseHostPort(s));
     }
+    c.api_listen = *parseHostPort(raw.api_listen);
     if (!raw.no_tls) {
         c.tls_listen = parseHostPort(raw.tls_listen);
     }
@@ -349,6 +357,11 @@ std::string describe(const Config& c) {
     o << "tcp_max_connections = " << c.tcp_max_connections << "\n";
     o << "tcp_max_per_ip = " << c.tcp_max_per_ip << "\n";
     o << "tcp_idle_timeout = \"" << c.tcp_idle_timeout.count() << "s\"\n";
+    o << "api = " << b(c.api) << "\n";
+    o << "api_listen = " << q(c.api_listen.str()) << "\n";
+    if (!c.api_token.empty()) {
+        o << "api_token = " << q(c.api_token) << "\n";
+    }
     o << "verbose = " << b(c.verbose) << "\n";
     o << "debug = " << b(c.debug) << "\n";
     o << "threads = " << c.threads << "\n";

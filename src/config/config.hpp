@@ -48,6 +48,11 @@ struct Config {
     std::size_t tcp_max_per_ip = 100;
     std::chrono::seconds tcp_idle_timeout{30};
 
+    // REST API
+    bool api = false;
+    HostPort api_listen{"127.0.0.1", 8082};
+    std::string api_token;
+
     // Operations
     bool verbose = false;
     bool debug = false;

@@ -4,6 +4,7 @@
 #include "core/clock.hpp"
 #include "core/ids.hpp"
 #include "core/json.hpp"
+#include "core/metrics.hpp"
 #include "core/rate_limit.hpp"
 #include "core/text.hpp"
 
@@ -151,4 +152,20 @@ TEST(RateLimit, TokenBucketRefillsWithClock) {
     c.advance(1s);
     EXPECT_TRUE(b.allow(c.now()));
     EXPECT_FALSE(b.allow(c.now()));
+}
+
+TEST(Metrics, PrometheusTextFormat) {
+    MetricsRegistry r;
+    r.add([](MetricsWriter& w) {
+        w.family("events_total", "counter", "Events recorded");
+        w.sample(std::uint64_t{3}, {{"transport", "UDP"}, {"method", "IN\"V"}});
+        w.family("uptime_seconds", "gauge", "Uptime");
+        w.sample(1.5);
+    });
+    EXPECT_EQ(r.render(), "# HELP sentrypeer_events_total Events recorded\n"
+                          "# TYPE sentrypeer_events_total counter\n"
+                          "sentrypeer_events_total{transport=\"UDP\",method=\"IN\\\"V\"} 3\n"
+                          "# HELP sentrypeer_uptime_seconds Uptime\n"
+                          "# TYPE sentrypeer_uptime_seconds gauge\n"
+                          "sentrypeer_uptime_seconds 1.5\n");
 }

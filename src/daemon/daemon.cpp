@@ -10,9 +10,12 @@
 #include <spdlog/spdlog.h>
 #include <thread>
 
+#include "api/routes.hpp"
+#include "api/server.hpp"
 #include "bus/event_bus.hpp"
 #include "core/clock.hpp"
 #include "core/ids.hpp"
+#include "core/metrics.hpp"
 #include "core/version.hpp"
 #include "listen/net.hpp"
 #include "listen/tcp_listener.hpp"
@@ -87,12 +90,16 @@ sip::ResponderOptions responderOptions(const config::Config& c) {
 // io_context (and the connections its handlers hold) goes before what they reference.
 struct Runtime {
     core::SystemClock clock;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    core::MetricsRegistry metrics;
     bus::EventBus bus;
     std::shared_ptr<store::Store> store;
     std::unique_ptr<listen::Ingest> ingest;
     std::unique_ptr<listen::ConnectionLimits> limits;
     std::unique_ptr<asio::ssl::context> tls;
+    std::unique_ptr<api::Routes> routes;
     asio::io_context io;
+    std::shared_ptr<api::Server> api;
     std::vector<std::shared_ptr<listen::UdpListener>> udp;
     std::vector<std::shared_ptr<listen::TcpListener>> tcp;
     std::vector<std::thread> io_threads;
@@ -145,6 +152,112 @@ void addSinks(const config::Config& c, Runtime& rt) {
     }
 }
 
+void startApi(const config::Config& c, Runtime& rt) {
+    rt.routes = std::make_unique<api::Routes>(api::ApiOptions{c.api_token, c.db_file, c.max_age},
+                                              rt.store->index(), rt.clock, rt.metrics);
+    rt.routes->registerMetrics(rt.metrics);
+    rt.api = std::make_shared<api::Server>(rt.io, endpoint<asio::ip::tcp::endpoint>(c.api_listen),
+                                           *rt.routes);
+    auto ep = rt.api->localEndpoint();
+    rt.listening.push_back("API http://" + c.api_listen.host + ":" + std::to_string(ep.port()));
+}
+
+// One collector per module: modules stay unaware of each other and of /metrics.
+void registerMetrics(Runtime& rt) {
+    rt.metrics.add([&rt](core::MetricsWriter& w) {
+        w.family("build_info", "gauge", "Version and git revision of this build");
+        w.sample(std::uint64_t{1}, {{"version", core::kVersion}, {"revision", core::kGitRevision}});
+        w.family("uptime_seconds", "gauge", "Seconds since the daemon started");
+        w.sample(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - rt.started).count());
+    });
+    rt.metrics.add([&rt](core::MetricsWriter& w) {
+        auto stats = rt.bus.stats();
+        w.family("sink_queue_depth", "gauge", "Events waiting in each sink's queue");
+        for (const auto& s : stats) {
+            w.sample(std::uint64_t{s.depth}, {{"sink", s.name}});
+        }
+        w.family("sink_queue_capacity", "gauge", "Capacity of each sink's queue");
+        for (const auto& s : stats) {
+            w.sample(std::uint64_t{s.capacity}, {{"sink", s.name}});
+        }
+        w.family("sink_events_total", "counter", "Events handed to each sink");
+        for (const auto& s : stats) {
+            w.sample(s.consumed, {{"sink", s.name}});
+        }
+        w.family("sink_dropped_total", "counter", "Events dropped because a sink's queue was full");
+        for (const auto& s : stats) {
+            w.sample(s.dropped, {{"sink", s.name}});
+        }
+    });
+    rt.metrics.add([&rt](core::MetricsWriter& w) {
+        const auto& st = *rt.store;
+        w.family("events_stored_total", "counter", "Events committed to the database");
+        w.sample(st.stored());
+        w.family("events_lost_total", "counter", "Events the database could not take");
+        w.sample(st.lost());
+        w.family("store_write_errors_total", "counter", "Failed database transactions");
+        w.sample(st.writeErrors());
+        w.family("events_pruned_total", "counter", "Events deleted by retention");
+        w.sample(st.pruned());
+        w.family("database_events", "gauge", "Events in the database");
+        w.sample(st.index().events());
+        w.family("database_size_bytes", "gauge", "Size of the database file and its WAL");
+        std::error_code ec;
+        std::uintmax_t size = 0;
+        for (const char* suffix : {"", "-wal"}) {
+            auto n = fs::file_size(st.path() + suffix, ec);
+            size += ec ? 0 : n;
+        }
+        w.sample(std::uint64_t{size});
+        auto [ips, numbers] = st.index().read([](const store::Index::Maps& m) {
+            return std::pair{m.by_ip.size(), m.by_number.size()};
+        });
+        w.family("bad_actors", "gauge", "Distinct source IPs in the database");
+        w.sample(std::uint64_t{ips});
+        w.family("called_numbers", "gauge", "Distinct called numbers in the database");
+        w.sample(std::uint64_t{numbers});
+    });
+    if (!rt.ingest) {
+        return;
+    }
+    rt.metrics.add([&rt](core::MetricsWriter& w) {
+        auto& c = rt.ingest->counters();
+        auto each = [&](const char* name, const char* help, auto member) {
+            w.family(name, "counter", help);
+            for (std::size_t t = 0; t < listen::kTransports; ++t) {
+                w.sample((c.by_transport[t].*member).load(),
+                         {{"transport", listen::transportName(static_cast<listen::Transport>(t))}});
+            }
+        };
+        w.family("events_received_total", "counter",
+                 "SIP messages recorded as events, by transport and method");
+        for (std::size_t t = 0; t < listen::kTransports; ++t) {
+            for (std::size_t m = 0; m < listen::kMethodLabels.size(); ++m) {
+                auto n = c.by_method[t][m].load();
+                if (n > 0) {
+                    w.sample(
+                        n, {{"transport", listen::transportName(static_cast<listen::Transport>(t))},
+                            {"method", listen::kMethodLabels[m]}});
+                }
+            }
+        }
+        using P = listen::IngestCounters::PerTransport;
+        each("unparsable_total", "Inputs that were not SIP (recorded as MALFORMED)", &P::malformed);
+        each("sip_responses_received_total", "SIP responses received (recorded, never answered)",
+             &P::responses);
+        each("empty_datagrams_total", "0-byte datagrams (counted, not stored)", &P::empty);
+        each("replies_total", "SIP replies sent in responsive mode", &P::replies);
+        each("received_bytes_total", "Bytes of SIP messages received", &P::bytes);
+        w.family("connections_refused_total", "counter", "TCP/TLS connections over a cap");
+        w.sample(c.connections_refused.load());
+        w.family("tls_handshake_failures_total", "counter", "Failed TLS handshakes");
+        w.sample(c.tls_handshake_failures.load());
+        w.family("tcp_connections", "gauge", "Open SIP TCP/TLS connections");
+        w.sample(std::uint64_t{rt.limits->open()});
+    });
+}
+
 } // namespace
 
 int run(const config::Config& c) {
@@ -165,6 +278,10 @@ int run(const config::Config& c) {
         if (!c.sip_disable) {
             startListeners(c, rt, node_id);
         }
+        if (c.api) {
+            startApi(c, rt);
+        }
+        registerMetrics(rt);
     } catch (const std::exception& e) {
         spdlog::critical("{}", e.what());
         return 1;
@@ -199,6 +316,9 @@ int run(const config::Config& c) {
     for (auto& t : rt.tcp) {
         t->start();
     }
+    if (rt.api) {
+        rt.api->start();
+    }
     for (unsigned i = 0; i < c.threads; ++i) {
         rt.io_threads.emplace_back([&rt] {
             pthread_setname_np(pthread_self(), "sp-io");
@@ -225,6 +345,9 @@ int run(const config::Config& c) {
     }
     for (auto& u : rt.udp) {
         u->drainAndClose();
+    }
+    if (rt.api) {
+        rt.api->stop();
     }
     rt.bus.stop();
     spdlog::info("stopped: {} events stored this run", rt.store->stored());

@@ -19,6 +19,15 @@ const char* transportName(Transport t) {
     return "UDP";
 }
 
+std::size_t methodLabelIndex(std::string_view method) {
+    for (std::size_t i = 0; i < kMethodLabels.size(); ++i) {
+        if (method == kMethodLabels[i]) {
+            return i;
+        }
+    }
+    return methodLabelIndex("OTHER");
+}
+
 Ingest::Ingest(IngestOptions options, const core::Clock& clock, Publish publish)
     : options_(std::move(options)), clock_(clock), publish_(std::move(publish)) {
     sip::initParser();
@@ -52,6 +61,8 @@ std::string Ingest::handle(std::string_view bytes, const Meta& meta) {
     e->origin = core::Origin::Local;
 
     c.messages.fetch_add(1, std::memory_order_relaxed);
+    counters_.by_method[static_cast<std::size_t>(meta.transport)][methodLabelIndex(e->sip_method)]
+        .fetch_add(1, std::memory_order_relaxed);
     if (msg.kind == sip::Kind::Malformed) {
         c.malformed.fetch_add(1, std::memory_order_relaxed);
     } else if (msg.kind == sip::Kind::Response) {

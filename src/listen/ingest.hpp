@@ -21,6 +21,14 @@ enum class Transport { Udp = 0, Tcp = 1, Tls = 2 };
 inline constexpr std::size_t kTransports = 3;
 const char* transportName(Transport t);
 
+// Method labels for counters: a fixed set, so attacker-chosen methods cannot grow /metrics.
+inline constexpr std::array<const char*, 17> kMethodLabels = {
+    "INVITE",    "REGISTER", "OPTIONS", "ACK",       "BYE",         "CANCEL",
+    "SUBSCRIBE", "NOTIFY",   "MESSAGE", "INFO",      "PRACK",       "UPDATE",
+    "REFER",     "PUBLISH",  "OTHER",   "MALFORMED", "SIP_RESPONSE"};
+// Index into kMethodLabels ("OTHER" for anything not listed).
+std::size_t methodLabelIndex(std::string_view method);
+
 // Where one message came from and arrived at. Addresses are printable IPs
 // (IPv4-mapped IPv6 addresses already unmapped).
 struct Meta {
@@ -48,6 +56,8 @@ struct IngestCounters {
         std::atomic<std::uint64_t> bytes{0};
     };
     std::array<PerTransport, kTransports> by_transport;
+    std::array<std::array<std::atomic<std::uint64_t>, kMethodLabels.size()>, kTransports>
+        by_method{};
     std::atomic<std::uint64_t> connections_refused{0}; // TCP/TLS over a cap
     std::atomic<std::uint64_t> tls_handshake_failures{0};
 };

@@ -9,8 +9,8 @@
 #include <spdlog/spdlog.h>
 
 #include "listen/net.hpp"
-#include <boost/asio/ip/v6_only.hpp>
 #include "sip/framer.hpp"
+#include <boost/asio/ip/v6_only.hpp>
 
 namespace sp::listen {
 

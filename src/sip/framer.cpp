@@ -50,12 +50,20 @@ Framer::Status Framer::feed(std::string_view data,
 
     Status result = Status::Ok;
     std::size_t start = 0; // first byte of the current message in buffer_
-    // Drops consumed bytes on every exit, also if on_message throws (no redelivery).
-    struct Compact {
-        std::string& buffer;
-        const std::size_t& consumed;
-        ~Compact() { buffer.erase(0, consumed); }
-    } compact{buffer_, start};
+    try {
+        result = deliver(start, on_message);
+    } catch (...) {
+        // on_message threw: what it was given is consumed, as if it had returned.
+        buffer_.erase(0, start);
+        throw;
+    }
+    buffer_.erase(0, start);
+    status_ = result;
+    return result;
+}
+
+Framer::Status Framer::deliver(std::size_t& start,
+                               const std::function<void(std::string_view)>& on_message) {
     while (start < buffer_.size()) {
         std::string_view rest(buffer_.data() + start, buffer_.size() - start);
         if (message_size_ == 0) {
@@ -63,37 +71,31 @@ Framer::Status Framer::feed(std::string_view data,
                 std::size_t blank = rest.find_first_not_of("\r\n");
                 if (blank == std::string_view::npos) {
                     start = buffer_.size();
-                    break;
+                    return Status::Ok;
                 }
                 start += blank;
                 rest.remove_prefix(blank);
             }
             std::size_t header_length = headerSectionLength(rest, scan_);
             if (header_length == 0) {
-                if (rest.size() > max_message_) {
-                    result = Status::TooLarge;
-                }
-                break;
+                return rest.size() > max_message_ ? Status::TooLarge : Status::Ok;
             }
             if (header_length > max_message_) {
-                result = Status::TooLarge;
-                break;
+                return Status::TooLarge;
             }
             std::size_t body_limit = max_message_ - header_length;
             std::optional<std::size_t> body_length =
                 contentLength(rest.substr(0, header_length), body_limit);
             if (!body_length) {
-                result = Status::Invalid;
-                break;
+                return Status::Invalid;
             }
             if (*body_length > body_limit) {
-                result = Status::TooLarge;
-                break;
+                return Status::TooLarge;
             }
             message_size_ = header_length + *body_length;
         }
         if (rest.size() < message_size_) {
-            break;
+            return Status::Ok;
         }
         std::size_t size = message_size_;
         message_size_ = 0;
@@ -101,8 +103,7 @@ Framer::Status Framer::feed(std::string_view data,
         start += size;
         on_message(rest.substr(0, size));
     }
-    status_ = result;
-    return result;
+    return Status::Ok;
 }
 
 } // namespace sp::sip

@@ -17,7 +17,7 @@ public:
         Invalid,  // Content-Length unparsable: stop reading, close
     };
 
-    explicit Framer(std::size_t max_message = 64 * 1024) : max_message_(max_message) {}
+    explicit Framer(std::size_t max_message = std::size_t{64} * 1024) : max_message_(max_message) {}
 
     // Appends data and calls on_message once per complete message (headers + body), in
     // order. Leading CRLFs between messages (keep-alives, RFC 5626) are skipped, not
@@ -31,6 +31,10 @@ public:
     std::string_view pending() const { return buffer_; }
 
 private:
+    // Delivers the complete messages of buffer_ from `start` on, advancing `start` past each
+    // one (and past keep-alive line breaks) before calling on_message for it.
+    Status deliver(std::size_t& start, const std::function<void(std::string_view)>& on_message);
+
     std::size_t max_message_;
     std::string buffer_;
     Status status_ = Status::Ok;

@@ -20,7 +20,7 @@ struct Collector {
     std::vector<std::string> messages;
     Framer::Status status = Framer::Status::Ok;
 
-    explicit Collector(std::size_t max_message = 64 * 1024) : framer(max_message) {}
+    explicit Collector(std::size_t max_message = std::size_t{64} * 1024) : framer(max_message) {}
 
     Framer::Status feed(std::string_view data) {
         status = framer.feed(data, [this](std::string_view m) { messages.emplace_back(m); });

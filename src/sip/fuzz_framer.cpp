@@ -46,6 +46,7 @@ Outcome run(std::string_view stream, std::size_t max_message, std::size_t step) 
 
 } // namespace
 
+// NOLINTNEXTLINE(readability-identifier-naming): the name libFuzzer calls.
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 2) {
         return 0;

@@ -40,6 +40,7 @@ void checkReply(std::string_view reply) {
 
 } // namespace
 
+// NOLINTNEXTLINE(readability-identifier-naming): the name libFuzzer calls.
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     sp::sip::initParser();
     std::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -176,7 +176,7 @@ TEST_F(ParseTest, LargeMessageOf60KiB) {
                        "CSeq: 1 INVITE\r\n"
                        "User-Agent: big-agent\r\n"
                        "X-Padding: " +
-                       std::string(60 * 1024, 'a') + "\r\n";
+                       std::string(std::size_t{60} * 1024, 'a') + "\r\n";
     const std::string bytes = test::withBody(head, "");
     ASSERT_GT(bytes.size(), 60u * 1024);
     Message m = parse(bytes);

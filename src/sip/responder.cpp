@@ -66,10 +66,11 @@ DialogSeed dialogSeed(const Message& m, std::uint64_t key) {
     return {hi, mix(hi + 0x9e3779b97f4a7c15ULL)};
 }
 
+constexpr std::string_view kHexDigits = "0123456789abcdef";
+
 void appendHex(std::string& out, std::uint64_t v, int digits) {
-    static constexpr char kHex[] = "0123456789abcdef";
     for (int i = digits - 1; i >= 0; --i) {
-        out.push_back(kHex[(v >> (4 * i)) & 0xf]);
+        out.push_back(kHexDigits[(v >> (4 * i)) & 0xf]);
     }
 }
 

@@ -234,14 +234,14 @@ TEST_F(ResponderTest, RedirectModeAnswersInviteWith302) {
 TEST_F(ResponderTest, OtherMethodsGet200) {
     for (std::string method : {"REGISTER", "BYE", "CANCEL", "INFO", "MESSAGE", "SUBSCRIBE",
                                "NOTIFY", "PUBLISH", "UPDATE", "REFER", "PRACK", "FOO"}) {
-        Message request = parse(test::withBody(method +
-                                                   " sip:1@192.0.2.10 SIP/2.0\r\n"
-                                                   "Via: SIP/2.0/TCP 198.51.100.1;branch=q\r\n"
-                                                   "To: <sip:1@192.0.2.10>\r\n"
-                                                   "From: <sip:2@198.51.100.1>;tag=y\r\n"
-                                                   "Call-ID: m-" +
-                                                   method + "\r\nCSeq: 5 " + method + "\r\n",
-                                               ""));
+        std::string head = method;
+        head.append(" sip:1@192.0.2.10 SIP/2.0\r\n"
+                    "Via: SIP/2.0/TCP 198.51.100.1;branch=q\r\n"
+                    "To: <sip:1@192.0.2.10>\r\n"
+                    "From: <sip:2@198.51.100.1>;tag=y\r\n");
+        head.append("Call-ID: m-").append(method).append("\r\n");
+        head.append("CSeq: 5 ").append(method).append("\r\n");
+        Message request = parse(test::withBody(head, ""));
         ASSERT_EQ(request.kind, Kind::Request) << method;
         Reply r(buildReply(request, ctx, options));
         EXPECT_EQ(r.status_line, "SIP/2.0 200 OK") << method;

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -16,9 +18,37 @@ namespace sp::store {
 namespace {
 
 constexpr int kTailFrames = 256; // left for the gated pass: ~1 MiB, a few ms
-constexpr int kMaxPasses = 8;    // then the gated pass takes whatever is left
+constexpr int kMaxPasses = 4;    // then the gated pass takes whatever is left
 
 } // namespace
+
+void WriteGate::lock() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return !checkpointing_; });
+    writing_ = true;
+}
+
+void WriteGate::unlock() {
+    {
+        std::lock_guard lock(mutex_);
+        writing_ = false;
+    }
+    changed_.notify_all();
+}
+
+void WriteGate::lockForCheckpoint() {
+    std::unique_lock lock(mutex_);
+    checkpointing_ = true;
+    changed_.wait(lock, [&] { return !writing_; });
+}
+
+void WriteGate::unlockForCheckpoint() {
+    {
+        std::lock_guard lock(mutex_);
+        checkpointing_ = false;
+    }
+    changed_.notify_all();
+}
 
 Checkpointer::Checkpointer(const std::string& path, int busy_timeout_ms) : path_(path) {
     int rc =
@@ -30,6 +60,15 @@ Checkpointer::Checkpointer(const std::string& path, int busy_timeout_ms) : path_
         throw StoreError(fmt::format("cannot open database {} for checkpoints: {}", path, msg));
     }
     sqlite3_busy_timeout(db_, busy_timeout_ms);
+    // A connection learns that the file is in WAL mode when it first reads it; until then
+    // a checkpoint through it does nothing.
+    rc = sqlite3_exec(db_, "SELECT COUNT(*) FROM sqlite_master", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) {
+        std::string msg = sqlite3_errmsg(db_);
+        sqlite3_close_v2(db_);
+        db_ = nullptr;
+        throw StoreError(fmt::format("cannot read database {} for checkpoints: {}", path, msg));
+    }
     // Without it the checkpoint still works; the gated pass just has more to flush.
     file_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     thread_ = std::thread([this] { run(); });
@@ -84,27 +123,41 @@ void Checkpointer::run() {
 void Checkpointer::checkpoint() {
     int wal = 0;
     int copied = 0;
-    // PASSIVE: copies what no reader still needs; never waits for readers or the writer.
-    for (int pass = 0; pass < kMaxPasses; ++pass) {
+    auto pass = [&] {
+        // PASSIVE: copies what no reader still needs; never waits for readers or the writer.
         int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
         if (rc != SQLITE_OK) {
             warn(rc);
+        }
+        return rc == SQLITE_OK;
+    };
+    // Each pass copies what the writer added during the previous one, until that is little.
+    for (int n = 0, before = -1; n < kMaxPasses; ++n) {
+        if (!pass()) {
             return;
         }
-        if (file_ >= 0) {
-            ::fdatasync(file_);
+        if (std::getenv("CKDBG"))
+            fprintf(stderr, "pass %d wal %d copied %d\n", n, wal, copied);
+        if (copied < before) {
+            return; // the WAL restarted meanwhile: all of it was copied
         }
-        if (wal - copied <= kTailFrames) {
+        if (before >= 0 && copied - before <= kTailFrames) {
             break;
         }
+        before = copied;
     }
-    std::lock_guard gate(gate_); // the writer is between transactions
-    int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
-    if (rc != SQLITE_OK) {
-        warn(rc);
-        return;
+    // The copied pages reach the disk here, so that the fsync in the last pass has little to do.
+    if (file_ >= 0) {
+        ::fdatasync(file_);
     }
-    checkpoints_.fetch_add(1, std::memory_order_relaxed);
+    gate_.lockForCheckpoint(); // the writer is between transactions
+    bool ok = pass();
+    gate_.unlockForCheckpoint();
+    if (std::getenv("CKDBG"))
+        fprintf(stderr, "gated wal %d copied %d\n", wal, copied);
+    if (ok) {
+        checkpoints_.fetch_add(1, std::memory_order_relaxed);
+    }
 }
 
 // At most one line a minute. Busy is not an error: another checkpoint was running.

@@ -6,8 +6,8 @@
 // A checkpoint that runs while the writer keeps committing never catches up with the end of
 // the WAL, and SQLite only restarts the WAL from its beginning once all of it is copied. So:
 // passes without blocking anyone until what is left is small, each followed by an fdatasync
-// of the database file, then one last short pass holding gate(), which the writer holds
-// around each of its transactions. The writer's next transaction then restarts the WAL.
+// of the database file, then one last short pass between two of the writer's transactions
+// (WriteGate). The writer's next transaction then restarts the WAL.
 
 #include <atomic>
 #include <condition_variable>
@@ -19,6 +19,25 @@
 struct sqlite3;
 
 namespace sp::store {
+
+// Keeps the checkpointer's last pass and the writer's transactions apart. The writer locks
+// it around each transaction (BasicLockable, for std::lock_guard); once the checkpointer asks,
+// the writer's next lock() waits for that pass instead of overtaking it again and again.
+class WriteGate {
+public:
+    // Store thread.
+    void lock();
+    void unlock();
+    // Checkpointer thread.
+    void lockForCheckpoint();
+    void unlockForCheckpoint();
+
+private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    bool writing_ = false;       // guarded by mutex_
+    bool checkpointing_ = false; // guarded by mutex_: asked for, or running
+};
 
 class Checkpointer {
 public:
@@ -33,7 +52,7 @@ public:
     // coalesce into one more.
     void request();
     // The writer holds this around each write transaction.
-    std::mutex& gate() { return gate_; }
+    WriteGate& gate() { return gate_; }
     // Joins the thread (letting a running checkpoint finish) and closes the connection.
     // Idempotent.
     void stop();
@@ -48,7 +67,7 @@ private:
     std::string path_;
     sqlite3* db_ = nullptr; // used by the thread only
     int file_ = -1;         // the database file, for fdatasync
-    std::mutex gate_;
+    WriteGate gate_;
     std::mutex mutex_;
     std::condition_variable wake_;
     bool requested_ = false; // guarded by mutex_

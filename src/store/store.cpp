@@ -100,10 +100,10 @@ constexpr std::chrono::milliseconds kBusyBackoff{20};
 constexpr std::chrono::milliseconds kRetryFirst{100}; // pending events: first retry
 constexpr std::chrono::milliseconds kRetryMax{5000};
 constexpr std::size_t kFlushChunk = 10000; // pending events per transaction when retrying
-// WAL size (pages) at which the checkpointer thread is asked to copy it back, and at which
-// the writer does it itself because that thread cannot keep up.
+// WAL size (pages) at which the checkpointer thread is asked to copy it back. Larger than
+// SQLite's default 1000: pages written again and again (index leaves, the table's last page)
+// are copied once per checkpoint.
 constexpr int kCheckpointFrames = 4096;
-constexpr int kWalFramesLimit = 16 * kCheckpointFrames;
 constexpr std::chrono::seconds kErrorReportEvery{10};
 
 bool isBusy(int rc) {
@@ -391,10 +391,8 @@ void Store::Impl::open() {
         exec(x, "experiment");
     }
     migrate();
-    if (!std::getenv("SP_NO_CKPT_THREAD")) {
-        checkpointer = std::make_unique<Checkpointer>(path(), store.options_.busy_timeout_ms);
-        sqlite3_wal_hook(db, &Impl::walHook, this); // replaces SQLite's own autocheckpoint
-    }
+    checkpointer = std::make_unique<Checkpointer>(path(), store.options_.busy_timeout_ms);
+    if (!std::getenv("SP_NO_CKPT_THREAD")) sqlite3_wal_hook(db, &Impl::walHook, this); // replaces SQLite's own autocheckpoint
 
     begin = prepare("BEGIN IMMEDIATE");
     commit = prepare("COMMIT");
@@ -497,14 +495,9 @@ void Store::Impl::report(std::string_view what, std::uint64_t errors) {
 }
 
 // After each commit of the writer (store thread), with the WAL's size in pages.
-int Store::Impl::walHook(void* self, sqlite3* db, const char* /*name*/, int frames) {
+int Store::Impl::walHook(void* self, sqlite3* /*db*/, const char* /*name*/, int frames) {
     if (frames >= kCheckpointFrames) {
         static_cast<Impl*>(self)->checkpointer->request();
-    }
-    if (frames >= kWalFramesLimit) {
-        // Safety valve (e.g. the checkpointer blocked by a reader): copy it here. Busy means a
-        // checkpoint is already running.
-        sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
     }
     return SQLITE_OK;
 }
@@ -527,6 +520,7 @@ void Store::Impl::rollbackIfOpen() {
 // One transaction: every event of the batch, or none. Returns SQLITE_OK once committed and
 // the index updated; on failure nothing is stored and the error is in last_error.
 int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
+    std::lock_guard gate(checkpointer->gate());
     int rc = run(begin.get());
     if (rc != SQLITE_OK) {
         return fail(rc);
@@ -672,6 +666,7 @@ std::optional<std::size_t> Store::Impl::pruneChunk(core::TimePoint now) {
     std::uint64_t counted = 0;
     std::size_t deleted = 0;
 
+    std::lock_guard gate(checkpointer->gate());
     int rc = run(begin.get());
     if (rc != SQLITE_OK) {
         fail(rc);

@@ -1,0 +1,76 @@
+#include "api/http.hpp"
+
+namespace sp::api {
+
+namespace {
+int hexValue(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+} // namespace
+
+std::optional<std::string> percentDecode(std::string_view s, bool plus_is_space) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        char c = s[i];
+        if (c == '%') {
+            if (i + 2 >= s.size()) {
+                return std::nullopt;
+            }
+            int hi = hexValue(s[i + 1]);
+            int lo = hexValue(s[i + 2]);
+            if (hi < 0 || lo < 0) {
+                return std::nullopt;
+            }
+            out.push_back(static_cast<char>(hi * 16 + lo));
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            out.push_back(' ');
+        } else {
+            out.push_back(c);
+        }
+    }
+    return out;
+}
+
+bool parseTarget(std::string_view target, std::string& path,
+                 std::map<std::string, std::string>& query) {
+    auto qpos = target.find('?');
+    auto decoded = percentDecode(target.substr(0, qpos), false);
+    if (!decoded) {
+        return false;
+    }
+    path = std::move(*decoded);
+    if (qpos == std::string_view::npos) {
+        return true;
+    }
+    std::string_view rest = target.substr(qpos + 1);
+    while (!rest.empty()) {
+        auto amp = rest.find('&');
+        std::string_view pair = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+        if (pair.empty()) {
+            continue;
+        }
+        auto eq = pair.find('=');
+        auto key = percentDecode(pair.substr(0, eq), true);
+        auto value = percentDecode(
+            eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), true);
+        if (!key || !value) {
+            return false;
+        }
+        query[*key] = *value;
+    }
+    return true;
+}
+
+} // namespace sp::api

@@ -1,0 +1,65 @@
+#pragma once
+// The REST API's routes: SentryPeer's (same paths, statuses, bodies and headers; see
+// ../shared/COMPAT.md) plus paging, exports for firewalls, /stats and /metrics.
+// handle() is thread-safe and never blocks on the store's writer: single lookups and lists
+// read the in-memory index; /stats reads through its own read-only SQLite connection.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "api/http.hpp"
+#include "core/clock.hpp"
+#include "core/metrics.hpp"
+#include "store/store.hpp"
+
+namespace sp::api {
+
+struct ApiOptions {
+    std::string token;   // when set, every route but /health-check needs "Bearer <token>"
+    std::string db_path; // for /stats (opened read-only, lazily)
+    std::chrono::seconds max_age{0}; // retention: remaining lifetime of exported entries
+};
+
+class Routes {
+public:
+    Routes(ApiOptions options, const store::Index& index, const core::Clock& clock,
+           const core::MetricsRegistry& metrics);
+    ~Routes();
+
+    // Any thread. Never throws.
+    Response handle(const Request& request);
+
+    // True for routes whose work is heavy (SQL): the server runs them off the io threads.
+    static bool isSlow(const Request& request) { return request.path == "/stats"; }
+
+    // Counts one answered request (server calls it), exported on /metrics.
+    void count(const std::string& route, int status);
+    // Route label for metrics: the matched pattern, never the raw (attacker-chosen) path.
+    static std::string routeLabel(const std::string& path);
+    // Registers this API's own counters with the registry (call once at startup).
+    void registerMetrics(core::MetricsRegistry& registry);
+
+private:
+    Response route(const Request& request);
+    Response ipAddresses(const Request& request);
+    Response ipAddress(const std::string& ip);
+    Response numbers(const Request& request);
+    Response number(const std::string& number);
+    Response stats(const Request& request);
+
+    ApiOptions options_;
+    const store::Index& index_;
+    const core::Clock& clock_;
+    const core::MetricsRegistry& metrics_;
+    std::mutex counts_mutex_;
+    std::map<std::pair<std::string, int>, std::uint64_t> counts_;
+    struct StatsDb;
+    std::unique_ptr<StatsDb> stats_db_;
+};
+
+} // namespace sp::api
