@@ -435,6 +435,12 @@ Response Routes::route(const Request& r) {
     if (p == "/stats") {
         return stats(r);
     }
+    if (p == "/p2p/status") {
+        if (!options_.p2p_status) {
+            return json(200, JsonObject().str("state", "off").done());
+        }
+        return json(200, options_.p2p_status());
+    }
     return notFoundRoute();
 }
 

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,7 +23,8 @@ namespace sp::api {
 struct ApiOptions {
     std::string token;   // when set, every route but /health-check needs "Bearer <token>"
     std::string db_path; // for /stats (opened read-only, lazily)
-    std::chrono::seconds max_age{0}; // retention: remaining lifetime of exported entries
+    std::chrono::seconds max_age{0};         // retention: remaining lifetime of exported entries
+    std::function<std::string()> p2p_status; // JSON for /p2p/status; empty when p2p is off
 };
 
 class Routes {

@@ -136,7 +136,7 @@ asio::awaitable<void> session(beast::tcp_stream stream, Routes& routes, asio::th
 } // namespace
 
 Server::Server(asio::io_context& io, const tcp::endpoint& ep, Routes& routes)
-    : io_(io), acceptor_(io), routes_(routes) {
+    : io_(io), acceptor_(io), retry_(io), routes_(routes) {
     boost::system::error_code ec;
     acceptor_.open(ep.protocol(), ec);
     if (!ec) {
@@ -180,7 +180,17 @@ void Server::accept() {
         if (ec == asio::error::operation_aborted) {
             return;
         }
-        if (!ec) {
+        if (ec) {
+            // Out of file descriptors, typically: back off instead of spinning.
+            self->retry_.expires_after(std::chrono::milliseconds(100));
+            self->retry_.async_wait([self](boost::system::error_code wait_ec) {
+                if (!wait_ec) {
+                    self->accept();
+                }
+            });
+            return;
+        }
+        {
             socket.set_option(tcp::no_delay(true), ec);
             auto executor = socket.get_executor();
             asio::co_spawn(

@@ -128,18 +128,21 @@ private:
 struct Raw {
     std::vector<std::string> sip_listen;
     std::string api_listen = "127.0.0.1:8082";
+    bool p2p_flag = false;
+    bool no_p2p = false;
     std::string tls_listen = "0.0.0.0:5061";
     bool no_tls = false;
     std::string max_age = "7d";
     std::string tcp_idle_timeout = "30s";
 };
 
-void addFlag(CLI::App& app, const std::string& names, bool& target, const std::string& env,
-             const std::string& help) {
+CLI::Option* addFlag(CLI::App& app, const std::string& names, bool& target, const std::string& env,
+                     const std::string& help) {
     auto* o = app.add_flag(names, target, help)->transform(normaliseBool);
     if (!env.empty()) {
         o->envname(env);
     }
+    return o;
 }
 
 template <typename T>
@@ -216,6 +219,24 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
         ->check(checkHostPort);
     addOption(app, "--api-token", c.api_token, "SENTRYPEER_API_TOKEN",
               "Require 'Authorization: Bearer <token>' on every route but /health-check");
+    // Peer to peer
+    addFlag(app, "-p,--p2p", raw.p2p_flag, "",
+            "Peer-to-peer sharing (on by default; kept for SentryPeer's command line)");
+    addFlag(app, "--no-p2p", raw.no_p2p, "",
+            "Opt out of peer-to-peer sharing: send and receive nothing");
+    addFlag(app, "--peer-to-peer", c.p2p, "SENTRYPEER_PEER_TO_PEER",
+            "Peer-to-peer sharing on or off (SENTRYPEER_PEER_TO_PEER=0 opts out)")
+        ->group("");
+    addOption(app, "-b,--bootstrap", c.bootstrap, "SENTRYPEER_BOOTSTRAP_NODE",
+              "DHT bootstrap node HOST[:PORT], repeatable (default bootstrap.sentrypeer.org:4222)")
+        ->delimiter(',');
+    addOption(app, "--dht-port", c.dht_port, "SENTRYPEER_DHT_PORT", "DHT UDP port (IPv4 and IPv6)")
+        ->check(CLI::Range(1, 65535));
+    addOption(app, "--dht-network", c.dht_network, "SENTRYPEER_DHT_NETWORK",
+              "DHT network id: 0 is the public SentryPeer network; another number makes a "
+              "private community");
+    addFlag(app, "--dht-no-rate-limit", c.dht_no_rate_limit, "SENTRYPEER_DHT_NO_RATE_LIMIT",
+            "Lift OpenDHT's per-IP rate limit (private networks, tests on loopback)");
     // Operations
     addFlag(app, "-v,--verbose", c.verbose, "SENTRYPEER_VERBOSE", "Verbose logging");
     addFlag(app, "-d,--debug", c.debug, "SENTRYPEER_DEBUG", "Debug logging");
@@ -289,6 +310,17 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
         c.sip_listen.push_back(*parseHostPort(s));
     }
     c.api_listen = *parseHostPort(raw.api_listen);
+    if (raw.no_p2p) {
+        c.p2p = false; // the explicit opt-out wins over -p and the environment
+    }
+    if (c.bootstrap.empty()) {
+        c.bootstrap = {"bootstrap.sentrypeer.org:4222"};
+    }
+    for (const auto& b : c.bootstrap) {
+        if (b.empty() || b.size() > 255 || b.find_first_of(" \t\r\n/") != std::string::npos) {
+            return Exit{2, "sentrypeer: --bootstrap: '" + b + "' is not HOST[:PORT]"};
+        }
+    }
     if (!raw.no_tls) {
         c.tls_listen = parseHostPort(raw.tls_listen);
     }
@@ -362,6 +394,15 @@ std::string describe(const Config& c) {
     if (!c.api_token.empty()) {
         o << "api_token = " << q(c.api_token) << "\n";
     }
+    o << "peer_to_peer = " << b(c.p2p) << "\n";
+    o << "bootstrap = [";
+    for (std::size_t i = 0; i < c.bootstrap.size(); ++i) {
+        o << (i ? ", " : "") << q(c.bootstrap[i]);
+    }
+    o << "]\n";
+    o << "dht_port = " << c.dht_port << "\n";
+    o << "dht_network = " << c.dht_network << "\n";
+    o << "dht_no_rate_limit = " << b(c.dht_no_rate_limit) << "\n";
     o << "verbose = " << b(c.verbose) << "\n";
     o << "debug = " << b(c.debug) << "\n";
     o << "threads = " << c.threads << "\n";

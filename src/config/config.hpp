@@ -53,6 +53,13 @@ struct Config {
     HostPort api_listen{"127.0.0.1", 8082};
     std::string api_token;
 
+    // Peer to peer (OpenDHT): on unless opted out
+    bool p2p = true;
+    std::vector<std::string> bootstrap; // host[:port]
+    std::uint16_t dht_port = 4222;
+    std::uint64_t dht_network = 0;
+    bool dht_no_rate_limit = false;
+
     // Operations
     bool verbose = false;
     bool debug = false;

@@ -21,6 +21,7 @@
 #include "listen/tcp_listener.hpp"
 #include "listen/tls.hpp"
 #include "listen/udp_listener.hpp"
+#include "p2p/node.hpp"
 #include "sinks/json_log.hpp"
 #include "sinks/syslog.hpp"
 #include "store/store.hpp"
@@ -97,6 +98,7 @@ struct Runtime {
     std::unique_ptr<listen::Ingest> ingest;
     std::unique_ptr<listen::ConnectionLimits> limits;
     std::unique_ptr<asio::ssl::context> tls;
+    std::shared_ptr<p2p::P2pNode> p2p;
     std::unique_ptr<api::Routes> routes;
     asio::io_context io;
     std::shared_ptr<api::Server> api;
@@ -152,9 +154,34 @@ void addSinks(const config::Config& c, Runtime& rt) {
     }
 }
 
+// The DHT node shares local events (its own sink) and feeds peers' events into the bus.
+void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) {
+    p2p::P2pOptions o;
+    o.port = c.dht_port;
+    o.bootstrap = c.bootstrap;
+    o.network = c.dht_network;
+    o.data_dir = c.dataDir();
+    o.no_rate_limit = c.dht_no_rate_limit;
+    o.node_id = node_id;
+    rt.p2p = std::make_shared<p2p::P2pNode>(
+        o, rt.clock, [&bus = rt.bus](core::EventPtr e) { bus.publish(std::move(e)); });
+    rt.bus.addSink(rt.p2p, {.name = "p2p", .thread_name = "sp-p2p", .capacity = 65536});
+    rt.p2p->start();
+    rt.metrics.add([p = rt.p2p](core::MetricsWriter& w) { p->collect(w); });
+    rt.listening.push_back("DHT UDP " + std::to_string(c.dht_port) + " (network " +
+                           std::to_string(c.dht_network) + ")");
+    spdlog::info("peer to peer: this node shares the events it catches with the SentryPeer "
+                 "community and receives theirs; opt out with --no-p2p or "
+                 "SENTRYPEER_PEER_TO_PEER=0");
+}
+
 void startApi(const config::Config& c, Runtime& rt) {
-    rt.routes = std::make_unique<api::Routes>(api::ApiOptions{c.api_token, c.db_file, c.max_age},
-                                              rt.store->index(), rt.clock, rt.metrics);
+    api::ApiOptions options{c.api_token, c.db_file, c.max_age, {}};
+    if (rt.p2p) {
+        options.p2p_status = [p = rt.p2p] { return p->statusJson(); };
+    }
+    rt.routes =
+        std::make_unique<api::Routes>(std::move(options), rt.store->index(), rt.clock, rt.metrics);
     rt.routes->registerMetrics(rt.metrics);
     rt.api = std::make_shared<api::Server>(rt.io, endpoint<asio::ip::tcp::endpoint>(c.api_listen),
                                            *rt.routes);
@@ -278,6 +305,11 @@ int run(const config::Config& c) {
         if (!c.sip_disable) {
             startListeners(c, rt, node_id);
         }
+        if (c.p2p) {
+            startP2p(c, rt, node_id);
+        } else {
+            spdlog::info("peer to peer: off (this node neither shares nor receives events)");
+        }
         if (c.api) {
             startApi(c, rt);
         }
@@ -348,6 +380,9 @@ int run(const config::Config& c) {
     }
     if (rt.api) {
         rt.api->stop();
+    }
+    if (rt.p2p) {
+        rt.p2p->stop(); // no more peer events once the bus starts draining
     }
     rt.bus.stop();
     spdlog::info("stopped: {} events stored this run", rt.store->stored());

@@ -5,42 +5,6 @@
 #include "sip/header_scan.hpp"
 
 namespace sp::sip {
-namespace {
-
-// Content-Length of a complete header section: 0 when absent; nullopt when unparsable or
-// when two values disagree; values above `limit` are returned as limit + 1.
-std::optional<std::size_t> contentLength(std::string_view headers, std::size_t limit) {
-    std::optional<std::size_t> result = std::size_t{0};
-    bool seen = false;
-    forEachHeader(headers, [&](std::string_view name, std::string_view value) {
-        if (!isHeaderName(name, "content-length", 'l')) {
-            return true;
-        }
-        std::size_t n = 0;
-        bool valid = !value.empty();
-        for (char c : value) {
-            if (c < '0' || c > '9') {
-                valid = false;
-                break;
-            }
-            n = n > limit ? n : n * 10 + static_cast<std::size_t>(c - '0');
-        }
-        if (n > limit) {
-            n = limit + 1;
-        }
-        if (!valid || (seen && n != *result)) {
-            result.reset();
-            return false;
-        }
-        seen = true;
-        result = n;
-        return true;
-    });
-    return result;
-}
-
-} // namespace
-
 Framer::Status Framer::feed(std::string_view data,
                             const std::function<void(std::string_view)>& on_message) {
     if (status_ != Status::Ok) {
@@ -84,15 +48,15 @@ Framer::Status Framer::deliver(std::size_t& start,
                 return Status::TooLarge;
             }
             std::size_t body_limit = max_message_ - header_length;
-            std::optional<std::size_t> body_length =
+            std::optional<ContentLength> length =
                 contentLength(rest.substr(0, header_length), body_limit);
-            if (!body_length) {
+            if (!length) {
                 return Status::Invalid;
             }
-            if (*body_length > body_limit) {
+            if (length->value > body_limit) {
                 return Status::TooLarge;
             }
-            message_size_ = header_length + *body_length;
+            message_size_ = header_length + length->value;
         }
         if (rest.size() < message_size_) {
             return Status::Ok;

@@ -3,6 +3,7 @@
 // and the parser's fallback for messages osip rejects. Works on any bytes; never throws.
 
 #include <cstddef>
+#include <optional>
 #include <string_view>
 
 namespace sp::sip {
@@ -100,6 +101,44 @@ template <typename F> void forEachHeader(std::string_view message, F&& f) {
             return;
         }
     }
+}
+
+struct ContentLength {
+    std::size_t value = 0; // 0 when absent
+    bool present = false;
+};
+
+// The Content-Length (or compact "l") of a header section. nullopt when a value is not a
+// plain decimal number or when two values disagree (request smuggling); values above
+// `limit` come back as limit + 1, so no value can overflow.
+inline std::optional<ContentLength> contentLength(std::string_view headers, std::size_t limit) {
+    std::optional<ContentLength> result = ContentLength{};
+    forEachHeader(headers, [&](std::string_view name, std::string_view value) {
+        if (!isHeaderName(name, "content-length", 'l')) {
+            return true;
+        }
+        std::size_t n = 0;
+        bool valid = !value.empty();
+        for (char c : value) {
+            if (c < '0' || c > '9') {
+                valid = false;
+                break;
+            }
+            if (n <= limit) {
+                n = n * 10 + static_cast<std::size_t>(c - '0');
+            }
+        }
+        if (n > limit) {
+            n = limit + 1;
+        }
+        if (!valid || (result->present && n != result->value)) {
+            result.reset();
+            return false;
+        }
+        *result = ContentLength{n, true};
+        return true;
+    });
+    return result;
 }
 
 } // namespace sp::sip

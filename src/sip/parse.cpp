@@ -1,9 +1,9 @@
 #include "sip/parse.hpp"
 
 #include <cstdarg>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
 #include <osipparser2/osip_parser.h>
 
@@ -133,34 +133,47 @@ std::string rawUserAgent(std::string_view bytes) {
     return singleLineOrNotFound(found);
 }
 
-// libosip2 appends each parsed element (header, parameter, list item, URI header, MIME part)
-// by walking a linked list, and unescapes URIs in place, so its cost grows with the square of
-// the element count: one 64 KiB datagram of ";p" costs it over a second. Messages with more
-// separators than this are not handed to osip; real SIP messages stay far below.
+// libosip2 appends each parsed element (header, parameter, list item, URI header) by walking
+// a linked list, and unescapes URIs in place, so its cost grows with the square of the
+// element count: one 64 KiB datagram of ";p" costs it over a second. Header sections with
+// more separators than this are not handed to osip; real SIP messages stay far below.
 constexpr std::size_t kMaxSeparators = 256;
 
-bool fitsOsipBudget(std::string_view message) {
-    std::size_t scan = 0;
-    std::size_t head_length = headerSectionLength(message, scan);
-    std::string_view head = head_length == 0 ? message : message.substr(0, head_length);
-    // osip parses the MIME headers of every part of a multipart body too.
-    bool multipart = false;
-    forEachHeader(head, [&](std::string_view name, std::string_view value) {
-        if (isHeaderName(name, "content-type", 'c')) {
-            multipart = equalsIgnoreCase(value.substr(0, 9), "multipart");
-            return false;
-        }
-        return true;
-    });
+// Whether osip may parse this header section: bounded work, and no NUL or lone CR. osip
+// stops at a NUL and ends lines at a lone CR; either would make it see a body inside what
+// we take for headers (and osip's MIME body parser leaks on malformed parts).
+bool isSafeForOsip(std::string_view head) {
     std::size_t separators = 0;
-    for (char c : multipart ? message : head) {
+    for (std::size_t i = 0; i < head.size(); ++i) {
+        char c = head[i];
         if (c == ';' || c == ',' || c == '&' || c == '%' || c == '\n') {
             if (++separators > kMaxSeparators) {
                 return false;
             }
+        } else if (c == '\0' || (c == '\r' && (i + 1 == head.size() || head[i + 1] != '\n'))) {
+            return false;
         }
     }
     return true;
+}
+
+// osip parses (and requires) the body whenever a Content-Type is present. It is given the
+// header section only, with each Content-Type renamed to an unknown header; returns the first
+// Content-Type value (a view into `head`).
+std::string_view hideContentType(std::string& head) {
+    std::string_view first;
+    bool seen = false;
+    forEachHeader(head, [&](std::string_view name, std::string_view value) {
+        if (isHeaderName(name, "content-type", 'c')) {
+            if (!seen) {
+                first = value;
+                seen = true;
+            }
+            head[static_cast<std::size_t>(name.data() - head.data())] = '_';
+        }
+        return true;
+    });
+    return first;
 }
 
 // Fields recorded for every message osip parsed, request or not.
@@ -224,10 +237,6 @@ void fillResponderFields(const osip_message_t* sip, std::string_view start_line,
         m.cseq.push_back(' ');
         m.cseq.append(m.cseq_method);
     }
-    m.content_type = osipToString(osip_content_type_to_str, sip->content_type);
-    m.has_body = osip_list_size(&sip->bodies) > 0 ||
-                 (sip->content_length != nullptr && sip->content_length->value != nullptr &&
-                  std::strtol(sip->content_length->value, nullptr, 10) > 0);
 }
 
 } // namespace
@@ -260,13 +269,26 @@ Message parse(std::string_view bytes) {
     }
 
     try {
-        if (!fitsOsipBudget(start)) {
+        // osip gets the header section only: the body is not needed, and osip's body parser
+        // (MIME parts) is its least robust part: quadratic, and it leaks on some malformed
+        // parts. The body's length is checked here instead.
+        std::size_t scan = 0;
+        const std::size_t head_length = headerSectionLength(start, scan);
+        const std::string_view head = head_length == 0 ? start : start.substr(0, head_length);
+        const std::string_view body = start.substr(head.size());
+        const std::optional<ContentLength> length = contentLength(head, body.size());
+        if (!isSafeForOsip(head) || !length || length->value > body.size()) {
             m.user_agent = rawUserAgent(start);
             return m;
         }
         initParser();
-        // osip scans with strchr/strstr: it needs a NUL-terminated copy.
-        const std::string buffer(start);
+        // osip scans with strchr/strstr: it needs a NUL-terminated copy, here ending with
+        // the empty line (added when the sender left it out).
+        std::string buffer(head);
+        if (head_length == 0) {
+            buffer.append(buffer.ends_with('\n') ? "\r\n" : "\r\n\r\n");
+        }
+        const std::string_view content_type = hideContentType(buffer);
         OsipMessage owner;
         osip_message_t* sip = owner.get();
         if (sip == nullptr || osip_message_parse(sip, buffer.c_str(), buffer.size()) != 0) {
@@ -281,6 +303,9 @@ Message parse(std::string_view bytes) {
         m.kind = Kind::Request;
         m.method = sip->sip_method;
         fillResponderFields(sip, start, m);
+        m.content_type = sanitize(content_type, false);
+        m.has_body = length->present ? length->value > 0
+                                     : body.find_first_not_of("\r\n") != std::string_view::npos;
     } catch (...) {
         // Only allocation can throw here; the message stays recorded, as malformed.
         m.kind = response ? Kind::Response : Kind::Malformed;

@@ -15,8 +15,9 @@ void initParser();
 enum class Kind {
     Request,   // a SIP request osip could parse
     Response,  // a SIP response (status line): recorded, never answered
-    Malformed, // anything else: garbage, truncated, binary, or too complex for osip to parse
-               // in bounded time (over 256 of ';' ',' '&' '%' and line breaks in the headers)
+    Malformed, // anything else: garbage, binary, a body shorter than its Content-Length, a
+               // NUL or lone CR among the headers, or headers too complex to parse in bounded
+               // time (over 256 of ';' ',' '&' '%' and line breaks)
 };
 
 // What the daemon needs from one message. Strings are sanitised (core::sanitizeBytes):

@@ -328,17 +328,56 @@ TEST_F(ParseTest, PathologicallyComplexMessagesAreMalformedNotParsed) {
         headers += "X-H: 1\r\n";
     }
     EXPECT_EQ(parse(headers + "\r\n").kind, Kind::Malformed);
+}
 
-    // A multipart body's parts count too.
+TEST_F(ParseTest, BodyIsNotParsedOnlyMeasured) {
+    // A multipart body with many parts: osip never sees it (its MIME parser is quadratic and
+    // leaks on some malformed parts).
     std::string parts;
     for (int i = 0; i < 300; ++i) {
-        parts += "--b\r\nContent-Type: text/plain\r\n\r\nx\r\n";
+        parts += "--b\r\nContent-Type: text/plain\r\nContent-Type: a/b\r\n\r\nx\r\n";
     }
-    EXPECT_EQ(parse(test::withBody("MESSAGE sip:1@192.0.2.10 SIP/2.0\r\n"
-                                   "Content-Type: multipart/mixed;boundary=b\r\n",
-                                   parts + "--b--\r\n"))
-                  .kind,
-              Kind::Malformed);
+    Message m = parse(test::withBody("MESSAGE sip:1@192.0.2.10 SIP/2.0\r\n"
+                                     "Content-Type: multipart/mixed;boundary=b\r\n",
+                                     parts + "--b--\r\n"));
+    EXPECT_EQ(m.kind, Kind::Request);
+    EXPECT_EQ(m.content_type, "multipart/mixed;boundary=b");
+    EXPECT_TRUE(m.has_body);
+
+    // Bytes beyond Content-Length are recorded, not a reason to reject.
+    m = parse(test::sipviciousOptions() + "trailing");
+    EXPECT_EQ(m.kind, Kind::Request);
+    EXPECT_FALSE(m.has_body);
+
+    // Without Content-Length (allowed over UDP) the body is the rest of the datagram.
+    m = parse("MESSAGE sip:1@192.0.2.10 SIP/2.0\r\nCall-ID: b\r\n\r\nhello");
+    EXPECT_EQ(m.kind, Kind::Request);
+    EXPECT_TRUE(m.has_body);
+}
+
+TEST_F(ParseTest, NulOrLoneCarriageReturnInHeadersIsMalformed) {
+    const std::string head = "OPTIONS sip:1@192.0.2.10 SIP/2.0\r\n"
+                             "Via: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK-n\r\n";
+    std::string nul = head + "User-Agent: a";
+    nul.push_back('\0');
+    nul += "b\r\n\r\n";
+    Message m = parse(nul);
+    EXPECT_EQ(m.kind, Kind::Malformed);
+    EXPECT_EQ(m.user_agent, "a\\x00b");
+    EXPECT_EQ(parse(head + "User-Agent: a\rX-Forged: 1\r\n\r\n").kind, Kind::Malformed);
+    // A NUL in the body is fine.
+    m = parse(test::withBody(head, std::string("\0\x01", 2)));
+    EXPECT_EQ(m.kind, Kind::Request);
+    EXPECT_TRUE(m.has_body);
+}
+
+TEST_F(ParseTest, MissingFinalEmptyLineIsTolerated) {
+    std::string bytes = test::sipviciousOptions();
+    bytes.resize(bytes.size() - 2); // drop the empty line
+    Message m = parse(bytes);
+    EXPECT_EQ(m.kind, Kind::Request);
+    EXPECT_EQ(m.user_agent, "friendly-scanner");
+    EXPECT_EQ(parse("OPTIONS sip:100@192.0.2.10 SIP/2.0").method, "OPTIONS");
 }
 
 TEST_F(ParseTest, RealisticBigHeaderSetIsStillParsed) {

@@ -370,6 +370,9 @@ void Store::Impl::open() {
 
     // The first read of the file: a non-database fails here.
     refuseNewer(userVersion());
+    if (const char* x = std::getenv("SP_PAGE_SIZE")) {
+        exec(fmt::format("PRAGMA page_size={}", x).c_str(), "experiment");
+    }
     {
         Stmt s = prepare("PRAGMA journal_mode=WAL");
         rc = sqlite3_step(s.get());

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -17,6 +18,7 @@
 
 #include "core/ids.hpp"
 #include "core/text.hpp"
+#include "store/checkpointer.hpp"
 
 namespace sp::store {
 namespace {
@@ -638,6 +640,28 @@ TEST_F(StoreTest, RefusesAReadOnlyFile) {
     } catch (const StoreError& e) {
         EXPECT_NE(std::string(e.what()).find(path_.string()), std::string::npos) << e.what();
     }
+}
+
+TEST_F(StoreTest, CheckpointerCopiesTheWalBackSoItRestarts) {
+    Db db(path_);
+    db.exec("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t (x BLOB)");
+    for (int i = 0; i < 200; ++i) {
+        db.exec("INSERT INTO t VALUES (randomblob(1000))");
+    }
+    Checkpointer checkpointer(path_.string(), 1000);
+    checkpointer.request();
+    // Its own thread: wait for it, boundedly.
+    for (int i = 0; i < 10000 && checkpointer.checkpoints() == 0; ++i) {
+        std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(checkpointer.checkpoints(), 1u);
+    // All of the WAL was copied, so the next write starts it over: a few frames, not 200.
+    db.exec("INSERT INTO t VALUES (1)");
+    auto wal = db.rows("PRAGMA wal_checkpoint(PASSIVE)").at(0); // busy, frames, copied
+    EXPECT_LT(std::stoi(wal.at(1)), 10);
+    EXPECT_EQ(db.number("SELECT COUNT(*) FROM t"), 201);
+    checkpointer.stop();
+    checkpointer.stop(); // idempotent
 }
 
 TEST(IndexTest, AddAndRemove) {
