@@ -12,7 +12,8 @@ kernel during the step (/proc/net/snmp RcvbufErrors, whole machine): datagrams t
 reached the daemon. CPU = utime + stime of the daemon (/proc/PID/stat) from the start of
 the step until its rows stopped growing. "drain s" = time from the end of the load until
 the rows stopped growing (a backlog inside the daemon). "steal %" = CPU time the
-hypervisor took from this VM during the step (/proc/stat): high values mean noisy numbers.
+hypervisor took from this VM during the step (/proc/stat), "load" the 1-minute load
+average at its end: high values mean other work shared the CPUs and the numbers are noisy.
 
   /usr/bin/python3 bench/ingest.py                       # default steps, 30 s each
   /usr/bin/python3 bench/ingest.py --duration 10 --steps udp:10000,tcp-stream:20000
@@ -142,19 +143,23 @@ class Daemon:
             return -9
 
 
-def wait_stable(d: Daemon, expected: int, base: int, quiet_s: float = 2.0, max_s: float = 180.0):
-    """Waits until the row count reaches base+expected or stops growing for quiet_s."""
+def wait_stable(d: Daemon, expected: int, base: int, quiet_s: float = 3.0, max_s: float = 300.0):
+    """Waits until the row count reaches base+expected, or until the daemon is quiet: rows
+    unchanged and under 0.05 CPU s used for quiet_s (a store stalled on a checkpoint still
+    burns CPU, so it is not mistaken for the end of the backlog)."""
     start = time.monotonic()
-    last = d.rows()
-    last_change = time.monotonic()
+    last, last_cpu = d.rows(), cpu_seconds(d.proc.pid)
+    quiet_since = time.monotonic()
     while True:
         if last - base >= expected:
             return last, time.monotonic() - start
         time.sleep(0.25)
-        now_rows = d.rows()
-        if now_rows != last:
-            last, last_change = now_rows, time.monotonic()
-        elif time.monotonic() - last_change >= quiet_s or time.monotonic() - start > max_s:
+        rows, cpu = d.rows(), cpu_seconds(d.proc.pid)
+        if rows != last:
+            last, last_cpu, quiet_since = rows, cpu, time.monotonic()
+        elif cpu - last_cpu > 0.05:
+            last_cpu, quiet_since = cpu, time.monotonic()
+        if time.monotonic() - quiet_since >= quiet_s or time.monotonic() - start > max_s:
             return last, time.monotonic() - start
 
 
@@ -175,6 +180,7 @@ def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration
     rows, drain_s = wait_stable(d, lg["sent"], base)
     cpu = cpu_seconds(d.proc.pid) - cpu0
     steal = steal_percent(times0, cpu_times())
+    load = float(Path("/proc/loadavg").read_text().split()[0])
     stored = rows - base
     return {
         "step": f"{mode} {rate:,}/s",
@@ -183,7 +189,7 @@ def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration
         "stored": stored, "lost": lg["sent"] - stored,
         "kernel_drops": udp_rcvbuf_errors() - drops0 if mode == "udp" else None,
         "cpu_s": cpu, "cpu_per_10k": cpu / stored * 10000 if stored else float("nan"),
-        "drain_s": drain_s, "steal_pct": steal,
+        "drain_s": drain_s, "steal_pct": steal, "load": load,
     }
 
 
@@ -193,14 +199,14 @@ def markdown(results: list, info: dict, extra: dict) -> str:
            f"{extra['threads'] or 'default (one per core)'}; loadgen threads: {extra['lg_threads']}; "
            f"{extra['duration']:g} s per step.", "",
            "| step | sent | achieved/s | stored | lost | kernel UDP drops | daemon CPU s | "
-           "CPU s / 10k events | drain s | steal % |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "CPU s / 10k events | drain s | steal % | load |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lost_pct = 100.0 * r["lost"] / r["sent"] if r["sent"] else 0.0
         drops = "-" if r["kernel_drops"] is None else f"{r['kernel_drops']:,}"
         out.append(f"| {r['step']} | {r['sent']:,} | {r['achieved']:,.0f} | {r['stored']:,} | "
                    f"{r['lost']:,} ({lost_pct:.2f}%) | {drops} | {r['cpu_s']:.2f} | "
-                   f"{r['cpu_per_10k']:.3f} | {r['drain_s']:.1f} | {r['steal_pct']:.0f} |")
+                   f"{r['cpu_per_10k']:.3f} | {r['drain_s']:.1f} | {r['steal_pct']:.0f} | {r['load']:.1f} |")
     out += ["", f"After SIGTERM: exit {extra['rc']}, rows in the database {extra['final_rows']:,} "
             f"(sum of stored {sum(r['stored'] for r in results):,}); daemon peak RSS "
             f"{extra['rss']:.0f} MiB; database {extra['db_mib']:.0f} MiB.", *extra["notes"]]

@@ -455,6 +455,8 @@ void runTcpStream(const Options& o, unsigned t, Pacer p, Stats& st) {
         }
         if (!writeAll(fd, out.data(), out.size(), p)) {
             ++st.errors;
+            std::fprintf(stderr, "sp_loadgen: tcp-stream: send failed after %" PRIu64 " messages: %s\n",
+                         st.sent, p.expired() ? "time is up" : std::strerror(errno));
             break;
         }
         st.sent += n;

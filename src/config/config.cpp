@@ -176,6 +176,16 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
             "Send one syslog line per event (for fail2ban)");
     addOption(app, "--syslog-socket", c.syslog_socket, "SENTRYPEER_SYSLOG_SOCKET",
               "Unix datagram socket of the syslog daemon");
+    addOption(app, "-w,--webhook-url", c.webhook_url, "SENTRYPEER_WEBHOOK_URL",
+              "POST each event as JSON to this http(s) URL");
+    addOption(app, "-i,--oauth2-client-id", c.oauth2_client_id, "SENTRYPEER_OAUTH2_CLIENT_ID",
+              "OAuth2 client id for the webhook (with --oauth2-client-secret)");
+    addOption(app, "-c,--oauth2-client-secret", c.oauth2_client_secret,
+              "SENTRYPEER_OAUTH2_CLIENT_SECRET", "OAuth2 client secret for the webhook");
+    addOption(app, "--oauth2-token-url", c.oauth2_token_url, "SENTRYPEER_OAUTH2_TOKEN_URL",
+              "OAuth2 token endpoint (client credentials grant)");
+    addOption(app, "--oauth2-audience", c.oauth2_audience, "SENTRYPEER_OAUTH2_AUDIENCE",
+              "OAuth2 audience of the webhook token");
     // SIP
     addFlag(app, "-r,--sip-responsive", c.sip_responsive, "SENTRYPEER_SIP_RESPONSIVE",
             "Answer SIP requests (default: passive, never send a byte)");
@@ -335,6 +345,11 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
     if (c.sip_redirect.find_first_of("\r\n<>") != std::string::npos) {
         return Exit{2, "sentrypeer: --sip-redirect: the URI contains forbidden characters"};
     }
+    if (!c.webhook_url.empty() && c.webhook_url.rfind("http://", 0) != 0 &&
+        c.webhook_url.rfind("https://", 0) != 0) {
+        return Exit{2, "sentrypeer: --webhook-url: '" + c.webhook_url +
+                           "' is not an http:// or https:// URL"};
+    }
     if (c.sip_server_header.find_first_of("\r\n") != std::string::npos) {
         return Exit{2, "sentrypeer: --sip-server-header: must be one line"};
     }
@@ -367,6 +382,11 @@ std::string describe(const Config& c) {
     }
     o << "syslog = " << b(c.syslog) << "\n";
     o << "syslog_socket = " << q(c.syslog_socket) << "\n";
+    o << "webhook_url = " << q(c.webhook_url) << "\n";
+    o << "oauth2_client_id = " << q(c.oauth2_client_id) << "\n";
+    o << "oauth2_client_secret = " << q(c.oauth2_client_secret.empty() ? "" : "<set>") << "\n";
+    o << "oauth2_token_url = " << q(c.oauth2_token_url) << "\n";
+    o << "oauth2_audience = " << q(c.oauth2_audience) << "\n";
     o << "sip_responsive = " << b(c.sip_responsive) << "\n";
     o << "sip_disable = " << b(c.sip_disable) << "\n";
     o << "sip_listen = [";
@@ -392,7 +412,7 @@ std::string describe(const Config& c) {
     o << "api = " << b(c.api) << "\n";
     o << "api_listen = " << q(c.api_listen.str()) << "\n";
     if (!c.api_token.empty()) {
-        o << "api_token = " << q(c.api_token) << "\n";
+        o << "api_token = \"<set>\"\n"; // never print secrets
     }
     o << "peer_to_peer = " << b(c.p2p) << "\n";
     o << "bootstrap = [";

@@ -33,6 +33,11 @@ struct Config {
     std::string json_log_file = "sentrypeer_json.log";
     bool syslog = false;
     std::string syslog_socket = "/dev/log";
+    std::string webhook_url; // empty: no webhook
+    std::string oauth2_client_id;
+    std::string oauth2_client_secret; // never printed (--check-config shows "<set>")
+    std::string oauth2_token_url = "https://dev-vtqcrudk2kakzqos.uk.auth0.com/oauth/token";
+    std::string oauth2_audience = "https://sentrypeer.com/api";
 
     // SIP
     bool sip_responsive = false;

@@ -24,6 +24,7 @@
 #include "p2p/node.hpp"
 #include "sinks/json_log.hpp"
 #include "sinks/syslog.hpp"
+#include "sinks/webhook.hpp"
 #include "store/store.hpp"
 
 namespace sp::daemon {
@@ -95,6 +96,7 @@ struct Runtime {
     core::MetricsRegistry metrics;
     bus::EventBus bus;
     std::shared_ptr<store::Store> store;
+    std::shared_ptr<sinks::Webhook> webhook;
     std::unique_ptr<listen::Ingest> ingest;
     std::unique_ptr<listen::ConnectionLimits> limits;
     std::unique_ptr<asio::ssl::context> tls;
@@ -151,6 +153,32 @@ void addSinks(const config::Config& c, Runtime& rt) {
     if (c.syslog) {
         rt.bus.addSink(std::make_shared<sinks::Syslog>(c.syslog_socket, rt.clock),
                        {.name = "syslog", .thread_name = "sp-syslog", .capacity = 65536});
+    }
+    if (!c.webhook_url.empty()) {
+        rt.webhook = std::make_shared<sinks::Webhook>(
+            sinks::WebhookOptions{.url = c.webhook_url,
+                                  .oauth2_client_id = c.oauth2_client_id,
+                                  .oauth2_client_secret = c.oauth2_client_secret,
+                                  .oauth2_token_url = c.oauth2_token_url,
+                                  .oauth2_audience = c.oauth2_audience},
+            rt.clock);
+        rt.bus.addSink(rt.webhook, sinks::Webhook::sinkOptions());
+        rt.metrics.add([w = rt.webhook](core::MetricsWriter& m) {
+            auto s = w->stats();
+            m.family("webhook_sent_total", "counter", "Events accepted by the webhook endpoint");
+            m.sample(s.sent);
+            m.family("webhook_failed_total", "counter", "Events the webhook gave up on");
+            m.sample(s.failed);
+            m.family("webhook_retries_total", "counter", "Webhook retry attempts");
+            m.sample(s.retries);
+            m.family("webhook_oauth2_token_fetches_total", "counter", "OAuth2 token requests");
+            m.sample(s.oauth2_token_fetches);
+            m.family("webhook_oauth2_failures_total", "counter",
+                     "OAuth2 token requests that failed");
+            m.sample(s.oauth2_failures);
+            m.family("webhook_last_http_status", "gauge", "HTTP status of the last webhook POST");
+            m.sample(static_cast<std::uint64_t>(std::max(0L, s.last_http_status)));
+        });
     }
 }
 
@@ -369,6 +397,10 @@ int run(const config::Config& c) {
     {
         std::unique_lock lock(mutex);
         cv.wait(lock, [&] { return stop; });
+    }
+    // The webhook gets a bounded time (2 s) to deliver what is queued, whatever its endpoint.
+    if (rt.webhook) {
+        rt.webhook->beginShutdown();
     }
     // Stop the network first, then drain: no producer is left when the bus stops.
     rt.io.stop();

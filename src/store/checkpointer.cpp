@@ -6,8 +6,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -136,8 +134,6 @@ void Checkpointer::checkpoint() {
         if (!pass()) {
             return;
         }
-        if (std::getenv("CKDBG"))
-            fprintf(stderr, "pass %d wal %d copied %d\n", n, wal, copied);
         if (copied < before) {
             return; // the WAL restarted meanwhile: all of it was copied
         }
@@ -153,8 +149,6 @@ void Checkpointer::checkpoint() {
     gate_.lockForCheckpoint(); // the writer is between transactions
     bool ok = pass();
     gate_.unlockForCheckpoint();
-    if (std::getenv("CKDBG"))
-        fprintf(stderr, "gated wal %d copied %d\n", wal, copied);
     if (ok) {
         checkpoints_.fetch_add(1, std::memory_order_relaxed);
     }

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <thread>
@@ -370,9 +369,6 @@ void Store::Impl::open() {
 
     // The first read of the file: a non-database fails here.
     refuseNewer(userVersion());
-    if (const char* x = std::getenv("SP_PAGE_SIZE")) {
-        exec(fmt::format("PRAGMA page_size={}", x).c_str(), "experiment");
-    }
     {
         Stmt s = prepare("PRAGMA journal_mode=WAL");
         rc = sqlite3_step(s.get());
@@ -388,14 +384,12 @@ void Store::Impl::open() {
     }
     exec("PRAGMA synchronous=NORMAL", "setting synchronous");
     exec("PRAGMA foreign_keys=OFF", "setting foreign_keys");
-    // Index b-trees (uuid, ip, number, time) are written at random places: keep them cached.
+    // The (ip, time) and (number, time) index b-trees take inserts at many places: keep
+    // them cached.
     exec("PRAGMA cache_size=-65536", "setting cache_size");
-    if (const char* x = std::getenv("SP_EXTRA_PRAGMAS")) {
-        exec(x, "experiment");
-    }
     migrate();
     checkpointer = std::make_unique<Checkpointer>(path(), store.options_.busy_timeout_ms);
-    if (!std::getenv("SP_NO_CKPT_THREAD")) sqlite3_wal_hook(db, &Impl::walHook, this); // replaces SQLite's own autocheckpoint
+    sqlite3_wal_hook(db, &Impl::walHook, this); // replaces SQLite's own autocheckpoint
 
     begin = prepare("BEGIN IMMEDIATE");
     commit = prepare("COMMIT");
