@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -112,7 +113,7 @@ class Daemon:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.err,
                                      stderr=self.err, cwd=workdir)
         deadline = time.monotonic() + 30
-        while b"ready" not in self.stderr_path.read_bytes().lower():
+        while not re.search(rb"\bready\b", self.stderr_path.read_bytes(), re.IGNORECASE):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()
                 sys.exit(f"daemon did not become ready: {self.stderr_path.read_text()}")

@@ -36,7 +36,8 @@ function(sp_test name)
     target_compile_options(${name} PRIVATE ${SP_WARNINGS})
     target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
     include(GoogleTest)
-    gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS unit)
+    gtest_discover_tests(${name} TEST_PREFIX "${name}." DISCOVERY_TIMEOUT 60
+        PROPERTIES LABELS unit)
 endfunction()
 
 # sp_fuzzer(NAME SOURCE ... DEPS ... CORPUS dir): with SP_FUZZ, a libFuzzer binary; in

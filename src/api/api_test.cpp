@@ -17,8 +17,8 @@ struct RoutesTest : ::testing::Test {
 
     void SetUp() override { make({}); }
     void make(std::string token) {
-        routes = std::make_unique<api::Routes>(api::ApiOptions{token, "/nonexistent.db", 7 * 24h, {}},
-                                               index, clock, metrics);
+        routes = std::make_unique<api::Routes>(
+            api::ApiOptions{token, "/nonexistent.db", 7 * 24h, {}}, index, clock, metrics);
     }
     void probe(const std::string& ip, const std::string& number, std::chrono::seconds ago = 0s) {
         core::Event e;

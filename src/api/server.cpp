@@ -1,15 +1,12 @@
 #include "api/server.hpp"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <optional>
 #include <spdlog/spdlog.h>
 
 #include "core/version.hpp"
@@ -24,8 +21,8 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr auto kIdleTimeout = std::chrono::seconds(30);
-constexpr std::size_t kMaxHeader = 8 * 1024;
-constexpr std::size_t kMaxBody = 16 * 1024;
+constexpr std::size_t kMaxHeader = 8UL * 1024;
+constexpr std::size_t kMaxBody = 16UL * 1024;
 
 template <typename Message> void commonHeaders(Message& m, const Response& r) {
     if (!r.content_type.empty()) {
@@ -50,88 +47,155 @@ Request toRequest(const http::request<http::string_body>& req, bool& ok) {
     return r;
 }
 
-asio::awaitable<void> session(beast::tcp_stream stream, Routes& routes, asio::thread_pool& slow) {
-    beast::flat_buffer buffer;
-    beast::error_code ec;
-    for (;;) {
-        http::request_parser<http::string_body> parser;
-        parser.header_limit(kMaxHeader);
-        parser.body_limit(kMaxBody);
-        stream.expires_after(kIdleTimeout);
-        co_await http::async_read(stream, buffer, parser,
-                                  asio::redirect_error(asio::use_awaitable, ec));
+// One HTTP connection: read a request, answer it (streamed when the route streams), and
+// loop while keep-alive. Callback style rather than coroutines: Boost 1.74's coroutines do
+// not build with clang 14 + libstdc++ (fuzzing, clang-tidy). All handlers run on the
+// connection's strand, so members need no lock.
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(tcp::socket socket, Routes& routes, asio::thread_pool& slow)
+        : stream_(std::move(socket)), routes_(routes), slow_(slow) {}
+
+    void start() { read(); }
+
+private:
+    void read() {
+        parser_.emplace();
+        parser_->header_limit(kMaxHeader);
+        parser_->body_limit(kMaxBody);
+        stream_.expires_after(kIdleTimeout);
+        http::async_read(
+            stream_, buffer_, *parser_,
+            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
+    }
+
+    void onRead(beast::error_code ec) {
         if (ec) {
-            break; // closed, timed out or unparsable: nothing sensible to answer
+            close(); // closed, timed out or unparsable: nothing sensible to answer
+            return;
         }
-        auto& req = parser.get();
+        const auto& req = parser_->get();
+        keep_alive_ = req.keep_alive();
+        head_ = req.method() == http::verb::head;
+        version_ = req.version();
         bool target_ok = true;
         Request request = toRequest(req, target_ok);
-        Response res;
         if (!target_ok) {
-            res.status = 400;
-            res.body = R"({"error": "The request data was invalid"})";
+            Response bad;
+            bad.status = 400;
+            bad.body = R"({"error": "The request data was invalid"})";
+            respond(request, std::move(bad));
         } else if (Routes::isSlow(request)) {
-            auto home = co_await asio::this_coro::executor;
-            co_await asio::post(slow, asio::use_awaitable);
-            res = routes.handle(request);
-            co_await asio::post(home, asio::use_awaitable);
+            // SQL runs on the slow-route thread, the answer comes back to the strand.
+            asio::post(slow_, [self = shared_from_this(), request = std::move(request)]() mutable {
+                Response res = self->routes_.handle(request);
+                asio::post(self->stream_.get_executor(),
+                           [self, request = std::move(request), res = std::move(res)]() mutable {
+                               self->respond(request, std::move(res));
+                           });
+            });
         } else {
-            res = routes.handle(request);
-        }
-        routes.count(Routes::routeLabel(request.path), res.status);
-        bool keep_alive = req.keep_alive();
-        bool head = req.method() == http::verb::head;
-
-        stream.expires_after(kIdleTimeout);
-        if (!res.stream) {
-            http::response<http::string_body> out{static_cast<http::status>(res.status),
-                                                  req.version()};
-            commonHeaders(out, res);
-            out.keep_alive(keep_alive);
-            out.body() = std::move(res.body);
-            out.prepare_payload();
-            if (head) {
-                http::response<http::empty_body> h{out.result(), out.version()};
-                h.base() = out.base();
-                h.content_length(out.body().size());
-                co_await http::async_write(stream, h,
-                                           asio::redirect_error(asio::use_awaitable, ec));
-            } else {
-                co_await http::async_write(stream, out,
-                                           asio::redirect_error(asio::use_awaitable, ec));
-            }
-        } else {
-            http::response<http::empty_body> out{static_cast<http::status>(res.status),
-                                                 req.version()};
-            commonHeaders(out, res);
-            out.keep_alive(keep_alive);
-            if (!head) {
-                out.chunked(true);
-            }
-            http::response_serializer<http::empty_body> sr{out};
-            co_await http::async_write_header(stream, sr,
-                                              asio::redirect_error(asio::use_awaitable, ec));
-            std::string chunk;
-            bool more = !head;
-            while (!ec && more) {
-                chunk.clear();
-                more = res.stream(chunk);
-                if (!chunk.empty()) {
-                    co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
-                                               asio::redirect_error(asio::use_awaitable, ec));
-                }
-            }
-            if (!ec && !head) {
-                co_await asio::async_write(stream, http::make_chunk_last(),
-                                           asio::redirect_error(asio::use_awaitable, ec));
-            }
-        }
-        if (ec || !keep_alive) {
-            break;
+            respond(request, routes_.handle(request));
         }
     }
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-}
+
+    void respond(const Request& request, Response res) {
+        routes_.count(Routes::routeLabel(request.path), res.status);
+        stream_.expires_after(kIdleTimeout);
+        if (!res.stream) {
+            auto out = std::make_shared<http::response<http::string_body>>(
+                static_cast<http::status>(res.status), version_);
+            commonHeaders(*out, res);
+            out->keep_alive(keep_alive_);
+            out->body() = std::move(res.body);
+            out->prepare_payload();
+            if (head_) {
+                auto h =
+                    std::make_shared<http::response<http::empty_body>>(out->result(), version_);
+                h->base() = out->base();
+                h->content_length(out->body().size());
+                http::async_write(
+                    stream_, *h, [self = shared_from_this(), h](beast::error_code ec, std::size_t) {
+                        self->afterResponse(ec);
+                    });
+            } else {
+                http::async_write(
+                    stream_, *out,
+                    [self = shared_from_this(), out](beast::error_code ec, std::size_t) {
+                        self->afterResponse(ec);
+                    });
+            }
+            return;
+        }
+        // Streamed: header, then one chunk per call of the body stream, then the last chunk.
+        header_.emplace(static_cast<http::status>(res.status), version_);
+        commonHeaders(*header_, res);
+        header_->keep_alive(keep_alive_);
+        if (!head_) {
+            header_->chunked(true);
+        }
+        body_ = std::move(res.stream);
+        serializer_.emplace(*header_);
+        http::async_write_header(stream_, *serializer_,
+                                 [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                     if (ec || self->head_) {
+                                         self->afterResponse(ec);
+                                     } else {
+                                         self->writeChunk();
+                                     }
+                                 });
+    }
+
+    void writeChunk() {
+        chunk_.clear();
+        bool more = body_(chunk_);
+        auto next = [self = shared_from_this(), more](beast::error_code ec, std::size_t) {
+            if (ec) {
+                self->afterResponse(ec);
+            } else if (more) {
+                self->writeChunk();
+            } else {
+                asio::async_write(self->stream_, http::make_chunk_last(),
+                                  [self](beast::error_code last_ec, std::size_t) {
+                                      self->afterResponse(last_ec);
+                                  });
+            }
+        };
+        if (chunk_.empty()) {
+            asio::post(stream_.get_executor(), [next] { next({}, 0); });
+        } else {
+            asio::async_write(stream_, http::make_chunk(asio::buffer(chunk_)), std::move(next));
+        }
+    }
+
+    void afterResponse(beast::error_code ec) {
+        body_ = nullptr;
+        if (ec || !keep_alive_) {
+            close();
+            return;
+        }
+        read();
+    }
+
+    void close() {
+        beast::error_code ignored;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        stream_.socket().close(ignored);
+    }
+
+    beast::tcp_stream stream_;
+    Routes& routes_;
+    asio::thread_pool& slow_;
+    beast::flat_buffer buffer_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+    std::optional<http::response<http::empty_body>> header_;
+    std::optional<http::response_serializer<http::empty_body>> serializer_;
+    BodyStream body_;
+    std::string chunk_;
+    unsigned version_ = 11;
+    bool keep_alive_ = false;
+    bool head_ = false;
+};
 
 } // namespace
 
@@ -174,31 +238,26 @@ void Server::stop() {
 }
 
 void Server::accept() {
-    acceptor_.async_accept(asio::make_strand(io_), [self = shared_from_this()](
-                                                       boost::system::error_code ec,
-                                                       tcp::socket socket) {
-        if (ec == asio::error::operation_aborted) {
-            return;
-        }
-        if (ec) {
-            // Out of file descriptors, typically: back off instead of spinning.
-            self->retry_.expires_after(std::chrono::milliseconds(100));
-            self->retry_.async_wait([self](boost::system::error_code wait_ec) {
-                if (!wait_ec) {
-                    self->accept();
-                }
-            });
-            return;
-        }
-        {
+    acceptor_.async_accept(
+        asio::make_strand(io_),
+        [self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
+            if (ec == asio::error::operation_aborted) {
+                return;
+            }
+            if (ec) {
+                // Out of file descriptors, typically: back off instead of spinning.
+                self->retry_.expires_after(std::chrono::milliseconds(100));
+                self->retry_.async_wait([self](boost::system::error_code wait_ec) {
+                    if (!wait_ec) {
+                        self->accept();
+                    }
+                });
+                return;
+            }
             socket.set_option(tcp::no_delay(true), ec);
-            auto executor = socket.get_executor();
-            asio::co_spawn(
-                executor, session(beast::tcp_stream(std::move(socket)), self->routes_, self->slow_),
-                asio::detached);
-        }
-        self->accept();
-    });
+            std::make_shared<Session>(std::move(socket), self->routes_, self->slow_)->start();
+            self->accept();
+        });
 }
 
 } // namespace sp::api

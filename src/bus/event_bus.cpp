@@ -84,7 +84,7 @@ void EventBus::start() {
     }
 }
 
-void EventBus::publish(core::EventPtr event) {
+void EventBus::publish(const core::EventPtr& event) {
     if (stopped_.load(std::memory_order_acquire)) {
         refused_.fetch_add(1, std::memory_order_relaxed);
         return;

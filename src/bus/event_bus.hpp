@@ -59,7 +59,7 @@ public:
     // Starts one thread per sink.
     void start();
     // Thread-safe. Never blocks on a lossy sink. After stop() events are refused (counted).
-    void publish(core::EventPtr event);
+    void publish(const core::EventPtr& event);
     // Thread-safe: each sink's reopen() runs on its own thread before its next batch.
     void reopen();
     // Drains every queue, calls close() on every sink, joins the threads. Idempotent.

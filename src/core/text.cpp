@@ -1,7 +1,9 @@
 #include "core/text.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 namespace sp::core {
@@ -49,6 +51,15 @@ std::size_t utf8SequenceLength(std::string_view s, std::size_t i) {
 }
 
 std::string sanitizeBytes(std::string_view bytes, bool keep_line_breaks) {
+    // Fast path: printable ASCII (the usual SIP message) is returned as is.
+    bool plain = std::all_of(bytes.begin(), bytes.end(), [&](char c) {
+        auto u = static_cast<unsigned char>(c);
+        return (u >= 0x20 && u < 0x7f) ||
+               (keep_line_breaks && (c == '\t' || c == '\r' || c == '\n'));
+    });
+    if (plain) {
+        return std::string(bytes);
+    }
     static constexpr char kHex[] = "0123456789abcdef";
     std::string out;
     out.reserve(bytes.size());
@@ -179,7 +190,7 @@ std::optional<std::chrono::seconds> parseDuration(std::string_view s) {
     } else if (unit == "d") {
         mult = 86400;
     } else if (unit == "w") {
-        mult = 7 * 86400;
+        mult = 7LL * 86400;
     } else {
         return std::nullopt;
     }
@@ -188,6 +199,12 @@ std::optional<std::chrono::seconds> parseDuration(std::string_view s) {
         return std::nullopt;
     }
     return std::chrono::seconds(n * mult);
+}
+
+std::string errnoMessage(int err) {
+    char buf[256];
+    // GNU strerror_r: returns a pointer to the message (in buf or a static string).
+    return ::strerror_r(err, buf, sizeof buf);
 }
 
 } // namespace sp::core

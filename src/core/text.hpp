@@ -30,4 +30,7 @@ std::optional<TimePoint> parseTimestamp(std::string_view s);
 // seconds). nullopt when malformed or out of range.
 std::optional<std::chrono::seconds> parseDuration(std::string_view s);
 
+// strerror(3) for errno values, thread-safe.
+std::string errnoMessage(int err);
+
 } // namespace sp::core

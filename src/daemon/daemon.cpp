@@ -85,6 +85,7 @@ sip::ResponderOptions responderOptions(const config::Config& c) {
     if (!c.sip_server_header.empty()) {
         r.server = c.sip_server_header;
     }
+    r.tag_key = core::randomU64(); // To-tags and SDP must not be the same on every node
     return r;
 }
 
@@ -139,11 +140,11 @@ void startListeners(const config::Config& c, Runtime& rt, const std::string& nod
 
 void addSinks(const config::Config& c, Runtime& rt) {
     // The store is the source of truth: lossless (publishers wait rather than drop) with a
-    // queue sized for bursts; it commits in batches of up to 1,000 or every 50 ms.
+    // queue sized for bursts; it commits what has queued (up to 5,000) every 50 ms or sooner.
     rt.bus.addSink(rt.store, {.name = "store",
                               .thread_name = "sp-store",
                               .capacity = 262144,
-                              .max_batch = 1000,
+                              .max_batch = 5000,
                               .tick = std::chrono::milliseconds(50),
                               .lossless = true});
     if (c.json_log) {

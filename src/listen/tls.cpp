@@ -1,4 +1,5 @@
 #include "listen/tls.hpp"
+#include "core/text.hpp"
 
 #include <cerrno>
 #include <cstdio>
@@ -46,7 +47,7 @@ std::unique_ptr<std::FILE, FileCloser> openForWrite(const std::string& path, mod
     f = std::fopen(path.c_str(), "we");
     ::umask(old);
     if (f == nullptr) {
-        throw ListenError("cannot write " + path + ": " + std::strerror(errno));
+        throw ListenError("cannot write " + path + ": " + core::errnoMessage(errno));
     }
     return std::unique_ptr<std::FILE, FileCloser>(f);
 }

@@ -1,4 +1,5 @@
 #include "listen/udp_listener.hpp"
+#include "core/text.hpp"
 
 #include <arpa/inet.h>
 #include <array>
@@ -134,7 +135,8 @@ bool UdpListener::receive(int max_rounds) {
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
                 error_log_.allow(ingest_.clock().now())) {
-                spdlog::warn("{}: recvmmsg: {}", describe("UDP", local_), std::strerror(errno));
+                spdlog::warn("{}: recvmmsg: {}", describe("UDP", local_),
+                             core::errnoMessage(errno));
             }
             return false;
         }
@@ -194,7 +196,7 @@ void UdpListener::sendReply(const std::string& reply, std::size_t slot) {
     }
     if (::sendmsg(socket_.native_handle(), &out, MSG_DONTWAIT) < 0 &&
         error_log_.allow(ingest_.clock().now())) {
-        spdlog::debug("{}: reply not sent: {}", describe("UDP", local_), std::strerror(errno));
+        spdlog::debug("{}: reply not sent: {}", describe("UDP", local_), core::errnoMessage(errno));
     }
 }
 

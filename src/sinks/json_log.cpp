@@ -1,4 +1,5 @@
 #include "sinks/json_log.hpp"
+#include "core/text.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -13,7 +14,7 @@ JsonLog::JsonLog(std::string path, const core::Clock& clock)
     : path_(std::move(path)), clock_(clock) {
     if (!open()) {
         throw std::runtime_error("cannot open JSON log file " + path_ + ": " +
-                                 std::strerror(errno));
+                                 core::errnoMessage(errno));
     }
 }
 
@@ -32,7 +33,7 @@ bool JsonLog::open() {
 
 void JsonLog::reportError(const char* what) {
     if (error_log_.allow(clock_.now())) {
-        spdlog::error("JSON log {}: {}: {}", path_, what, std::strerror(errno));
+        spdlog::error("JSON log {}: {}: {}", path_, what, core::errnoMessage(errno));
     }
 }
 

@@ -67,7 +67,7 @@ bool Syslog::connect() {
     }
     if (error_log_.allow(clock_.now())) {
         spdlog::warn("syslog: cannot connect to {}: {} (will retry)", socket_path_,
-                     std::strerror(errno));
+                     core::errnoMessage(errno));
     }
     return false;
 }

@@ -41,20 +41,6 @@ private:
     osip_message_t* msg_ = nullptr;
 };
 
-// core::sanitizeBytes with a fast path: printable ASCII (the usual SIP message) is returned
-// as is without the per-byte UTF-8 decoding.
-std::string sanitize(std::string_view bytes, bool keep_line_breaks) {
-    for (char c : bytes) {
-        auto u = static_cast<unsigned char>(c);
-        bool plain =
-            (u >= 0x20 && u < 0x7f) || (keep_line_breaks && (c == '\t' || c == '\r' || c == '\n'));
-        if (!plain) {
-            return core::sanitizeBytes(bytes, keep_line_breaks);
-        }
-    }
-    return std::string(bytes);
-}
-
 // Runs an osip *_to_str function and returns its result sanitised as a single line; empty
 // when osip fails.
 template <typename T> std::string osipToString(int (*to_str)(const T*, char**), const T* value) {
@@ -68,7 +54,7 @@ template <typename T> std::string osipToString(int (*to_str)(const T*, char**), 
         }
         return {};
     }
-    std::string out = sanitize(raw, false);
+    std::string out = core::sanitizeBytes(raw, false);
     osip_free(raw);
     return out;
 }
@@ -117,7 +103,7 @@ std::string singleLineOrNotFound(std::string_view value) {
     if (value.empty()) {
         return core::kNotFound;
     }
-    return sanitize(value, false);
+    return core::sanitizeBytes(value, false);
 }
 
 // User-Agent from the raw bytes, for messages osip rejects.
@@ -197,7 +183,8 @@ void fillResponderFields(const osip_message_t* sip, std::string_view start_line,
     std::size_t uri_begin = start_line.find_first_not_of(' ', start_line.find(' '));
     if (uri_begin != std::string_view::npos) {
         std::size_t uri_end = start_line.find(' ', uri_begin);
-        m.request_uri = sanitize(start_line.substr(uri_begin, uri_end - uri_begin), false);
+        m.request_uri =
+            core::sanitizeBytes(start_line.substr(uri_begin, uri_end - uri_begin), false);
     }
 
     osip_list_iterator_t it;
@@ -220,7 +207,7 @@ void fillResponderFields(const osip_message_t* sip, std::string_view start_line,
         osip_generic_param_t* tag = nullptr;
         if (osip_uri_param_get_byname(&sip->to->gen_params, tag_name, &tag) == 0 &&
             tag != nullptr) {
-            m.to_tag = sanitize(view(tag->gvalue), false);
+            m.to_tag = core::sanitizeBytes(view(tag->gvalue), false);
         }
     }
     if (sip->call_id != nullptr && sip->call_id->number != nullptr) {
@@ -229,11 +216,11 @@ void fillResponderFields(const osip_message_t* sip, std::string_view start_line,
             call_id.push_back('@');
             call_id.append(sip->call_id->host);
         }
-        m.call_id = sanitize(call_id, false);
+        m.call_id = core::sanitizeBytes(call_id, false);
     }
     if (sip->cseq != nullptr && sip->cseq->number != nullptr && sip->cseq->method != nullptr) {
-        m.cseq_method = sanitize(sip->cseq->method, false);
-        m.cseq = sanitize(sip->cseq->number, false);
+        m.cseq_method = core::sanitizeBytes(sip->cseq->method, false);
+        m.cseq = core::sanitizeBytes(sip->cseq->number, false);
         m.cseq.push_back(' ');
         m.cseq.append(m.cseq_method);
     }
@@ -253,7 +240,7 @@ void initParser() {
 
 Message parse(std::string_view bytes) {
     Message m;
-    m.sip_message = sanitize(bytes, true);
+    m.sip_message = core::sanitizeBytes(bytes, true);
     m.user_agent = core::kNotFound;
     m.called_number = core::kNotFound;
 
@@ -303,7 +290,7 @@ Message parse(std::string_view bytes) {
         m.kind = Kind::Request;
         m.method = sip->sip_method;
         fillResponderFields(sip, start, m);
-        m.content_type = sanitize(content_type, false);
+        m.content_type = core::sanitizeBytes(content_type, false);
         m.has_body = length->present ? length->value > 0
                                      : body.find_first_not_of("\r\n") != std::string_view::npos;
     } catch (...) {

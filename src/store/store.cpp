@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <limits>
+#include <system_error>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -78,7 +78,10 @@ constexpr const char* kInsertSql =
     "INSERT INTO honey (event_timestamp, event_uuid, collected_method, source_ip, called_number,"
     " transport_type, method, user_agent, sip_message, created_by_node_id, created_at,"
     " app_version, source_port, destination_ip, destination_port, origin, event_time)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17"
+    // A peer's event already stored (seen again after a restart) is skipped.
+    " WHERE ?16 <> 'peer' OR NOT EXISTS"
+    " (SELECT 1 FROM honey WHERE event_uuid = ?2 AND origin = 'peer')";
 
 constexpr const char* kPruneSql =
     "DELETE FROM honey WHERE honey_id IN (SELECT honey_id FROM honey WHERE event_time < ?1"
@@ -142,6 +145,20 @@ std::string_view columnText(sqlite3_stmt* s, int i) {
         return {};
     }
     return {p, static_cast<std::size_t>(sqlite3_column_bytes(s, i))};
+}
+
+// SQLite's message for a failure, with the operating system's reason when there is one
+// ("unable to open database file (Not a directory)").
+std::string describe(sqlite3* db, int rc) {
+    if (db == nullptr) {
+        return sqlite3_errstr(rc);
+    }
+    std::string msg = sqlite3_errmsg(db);
+    int sys = sqlite3_system_errno(db);
+    if (sys != 0 && (rc & 0xff) != SQLITE_NOTADB) {
+        msg += fmt::format(" ({})", std::error_code(sys, std::generic_category()).message());
+    }
+    return msg;
 }
 
 // Steps a statement that returns no rows and resets it. SQLITE_DONE becomes SQLITE_OK.
@@ -296,11 +313,7 @@ struct Store::Impl {
 };
 
 void Store::Impl::startupFailure(std::string_view step, int rc) const {
-    std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    int sys = db != nullptr ? sqlite3_system_errno(db) : 0;
-    if (sys != 0 && (rc & 0xff) != SQLITE_NOTADB) {
-        msg += fmt::format(" ({})", std::strerror(sys));
-    }
+    std::string msg = describe(db, rc);
     switch (rc & 0xff) {
     case SQLITE_NOTADB:
         throw StoreError(fmt::format("{} is not a SQLite database ({})", path(), msg));
@@ -354,11 +367,9 @@ void Store::Impl::open() {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(path().c_str(), &db, flags, nullptr);
     if (rc != SQLITE_OK) {
-        std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-        int sys = db != nullptr ? sqlite3_system_errno(db) : 0;
+        std::string msg = describe(db, rc);
         closeDatabase();
-        throw StoreError(fmt::format("cannot open database {}: {}{}", path(), msg,
-                                     sys != 0 ? fmt::format(" ({})", std::strerror(sys)) : ""));
+        throw StoreError(fmt::format("cannot open database {}: {}", path(), msg));
     }
     sqlite3_extended_result_codes(db, 1);
     // SQLite falls back to read-only when the file is write-protected; we must write.
@@ -529,6 +540,7 @@ int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
         ~Unbind() { sqlite3_clear_bindings(s); }
     } unbind{s};
     std::vector<std::size_t> rejected;
+    std::vector<std::size_t> duplicates;
     for (std::size_t i = 0; i < batch.size(); ++i) {
         const core::Event& e = *batch[i];
         bindText(s, 1, e.event_timestamp);
@@ -550,6 +562,9 @@ int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
         sqlite3_bind_int64(s, 17, toMicros(e.time));
         rc = run(s);
         if (rc == SQLITE_OK) {
+            if (sqlite3_changes(db) == 0) {
+                duplicates.push_back(i);
+            }
             continue;
         }
         if (isRowError(rc)) {
@@ -568,8 +583,15 @@ int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
         return rc;
     }
     store.transactions_.fetch_add(1, std::memory_order_relaxed);
-    store.stored_.fetch_add(batch.size() - rejected.size(), std::memory_order_relaxed);
-    // One exclusive lock per batch; rejected is sorted and almost always empty.
+    store.stored_.fetch_add(batch.size() - rejected.size() - duplicates.size(),
+                            std::memory_order_relaxed);
+    store.duplicates_.fetch_add(duplicates.size(), std::memory_order_relaxed);
+    if (!duplicates.empty()) {
+        rejected.insert(rejected.end(), duplicates.begin(), duplicates.end());
+        std::sort(rejected.begin(), rejected.end());
+    }
+    std::size_t refused = rejected.size() - duplicates.size();
+    // One exclusive lock per batch; skipped rows (sorted) are almost always none.
     store.index_.write([&](Index::Maps& maps) {
         auto skip = rejected.begin();
         for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -582,9 +604,9 @@ int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
             }
         }
     });
-    if (!rejected.empty()) {
-        store.lost_.fetch_add(rejected.size(), std::memory_order_relaxed);
-        report(fmt::format("{} events rejected", rejected.size()), rejected.size());
+    if (refused > 0) {
+        store.lost_.fetch_add(refused, std::memory_order_relaxed);
+        report(fmt::format("{} events rejected", refused), refused);
     }
     return SQLITE_OK;
 }

@@ -2,6 +2,9 @@
 // The store: SQLite (WAL) is the durable record, written by one thread (the bus runs this
 // sink on "sp-store"); an in-memory index of who probed and which numbers were tried is
 // kept alongside for the API. Retention prunes old rows in small chunks between batches.
+// The store also owns one helper thread, "sp-store-ckpt", that copies the WAL back into the
+// database file (checkpoints) so the writer never waits for it; started by the constructor,
+// joined by close().
 
 #include <atomic>
 #include <chrono>
@@ -86,10 +89,15 @@ public:
     Store(StoreOptions options, const core::Clock& clock);
     ~Store() override;
 
-    // bus::Sink (store thread): one transaction per batch.
+    // bus::Sink (store thread): one transaction per batch. Never throws: when the database
+    // refuses the write (busy beyond busy_timeout_ms, disk full) the batch is kept in memory
+    // (pending(), at most max_pending events) and retried with backoff from tick().
     void consume(std::span<const core::EventPtr> batch) override;
-    // Retention step when due.
+    // Retries pending events when due, then one retention step (prune_chunk rows) when due:
+    // every prune_interval, or at once while the previous step found a full chunk.
     void tick() override;
+    // Writes what is pending, stops the checkpoint thread, checkpoints and closes the
+    // database. Idempotent; also run by the destructor.
     void close() override;
 
     const Index& index() const { return index_; }
@@ -97,10 +105,13 @@ public:
     // Counters, readable from any thread.
     std::uint64_t stored() const { return stored_.load(std::memory_order_relaxed); }
     std::uint64_t pruned() const { return pruned_.load(std::memory_order_relaxed); }
+    // Failed write attempts (a transaction that could not commit, or a row refused).
     std::uint64_t writeErrors() const { return write_errors_.load(std::memory_order_relaxed); }
     // Events given up on: rejected by the database, or dropped because it kept failing for
     // longer than max_pending events (each also logged, rate-limited).
     std::uint64_t lost() const { return lost_.load(std::memory_order_relaxed); }
+    // Peer events not stored because the same event_uuid from a peer already is.
+    std::uint64_t duplicates() const { return duplicates_.load(std::memory_order_relaxed); }
     // Events waiting in memory for the database to accept writes again.
     std::size_t pending() const { return pending_.load(std::memory_order_relaxed); }
     // Committed write transactions (one per written batch, one per retention chunk).
@@ -120,6 +131,7 @@ private:
     std::atomic<std::uint64_t> pruned_{0};
     std::atomic<std::uint64_t> write_errors_{0};
     std::atomic<std::uint64_t> lost_{0};
+    std::atomic<std::uint64_t> duplicates_{0};
     std::atomic<std::size_t> pending_{0};
     std::atomic<std::uint64_t> transactions_{0};
 };

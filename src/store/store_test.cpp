@@ -248,6 +248,7 @@ TEST_F(StoreTest, SchemaHasSentryPeerColumnsThenOursAndIndexes) {
 TEST_F(StoreTest, OneTransactionPerBatch) {
     Store store(options(), clock_);
     std::vector<core::EventPtr> batch;
+    batch.reserve(1000);
     for (int i = 0; i < 1000; ++i) {
         batch.push_back(event(fmt::format("198.51.100.{}", i % 200), "100", clock_.now()));
     }
@@ -266,6 +267,7 @@ TEST_F(StoreTest, BusyDatabaseKeepsEventsAndRetriesAtTick) {
     o.max_age = std::chrono::seconds(0); // no retention transactions in the count
     Store store(o, clock_);
     std::vector<core::EventPtr> batch;
+    batch.reserve(10);
     for (int i = 0; i < 10; ++i) {
         batch.push_back(event("192.0.2.77", "100", clock_.now()));
     }
@@ -440,6 +442,7 @@ TEST_F(StoreTest, PruneAllRemovesEveryOldRow) {
     TimePoint t0 = clock_.now();
     Store store(o, clock_);
     std::vector<core::EventPtr> batch;
+    batch.reserve(11);
     for (int i = 0; i < 10; ++i) {
         batch.push_back(event("192.0.2.1", "1", t0 + std::chrono::minutes(i)));
     }
@@ -740,7 +743,7 @@ TEST(IndexTest, AddAndRemove) {
 // in those two indexes; 50 and 50 is closer to a few scanners at full speed).
 TEST_F(StoreTest, PerfInsertRateAndRetentionChunk) {
     auto knob = [](const char* name, std::size_t fallback) -> std::size_t {
-        const char* env = std::getenv(name);
+        const char* env = std::getenv(name); // NOLINT(concurrency-mt-unsafe): nobody setenv()s
         return env != nullptr ? std::stoul(env) : fallback;
     };
     const std::size_t n = knob("SP_STORE_PERF_EVENTS", 20000);
@@ -809,6 +812,30 @@ TEST_F(StoreTest, PerfInsertRateAndRetentionChunk) {
     store.close();
     secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("[ perf     ] close (checkpoint): %.1f ms\n", secs * 1000);
+}
+
+TEST_F(StoreTest, PeerEventAlreadyStoredIsSkippedAcrossRestarts) {
+    auto peer = std::make_shared<core::Event>(*event("198.51.100.7", "100", clock_.now()));
+    peer->origin = core::Origin::Peer;
+    auto local = event("198.51.100.7", "100", clock_.now());
+    {
+        Store store(options(), clock_);
+        consume(store, {peer, local});
+        store.close();
+    }
+    Store store(options(), clock_);
+    // The same peer value seen again (e.g. re-announced after a restart) and a local event
+    // that happens to carry a uuid a peer used: only the duplicate peer event is skipped.
+    auto local_same_uuid = std::make_shared<core::Event>(*local);
+    local_same_uuid->event_uuid = peer->event_uuid;
+    local_same_uuid->origin = core::Origin::Local;
+    consume(store, {peer, local_same_uuid});
+    EXPECT_EQ(store.duplicates(), 1u);
+    EXPECT_EQ(store.stored(), 1u);
+    EXPECT_EQ(store.lost(), 0u);
+    EXPECT_EQ(store.index().ip("198.51.100.7")->count, 3u);
+    store.close();
+    EXPECT_EQ(rowCount(), 3);
 }
 
 } // namespace

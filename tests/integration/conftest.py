@@ -38,6 +38,7 @@ PACKAGING = REPO_ROOT / "packaging"
 READY_TIMEOUT = 20.0  # seconds to wait for the "ready" line
 STOP_TIMEOUT = 20.0  # seconds to wait for exit after SIGTERM
 ROW_TIMEOUT = 5.0  # default seconds to wait for rows to appear
+READY_RE = re.compile(r"\bready\b", re.IGNORECASE)  # not "already in use"
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -489,7 +490,7 @@ class Daemon:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             sink.append(line)
-            if is_stderr and "ready" in line.lower():
+            if is_stderr and READY_RE.search(line):
                 self._ready.set()
         stream.close()
 

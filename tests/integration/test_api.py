@@ -100,11 +100,24 @@ def raw_http(port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
         return out
 
 
+_NO_P2P: Optional[list] = None
+
+
+def no_p2p_args() -> list:
+    """["--no-p2p"] when the binary has peer-to-peer (on by default: it would bind UDP 4222
+    and contact the public bootstrap node), else []. Cached."""
+    global _NO_P2P
+    if _NO_P2P is None:
+        res = run_binary(["--help"])
+        _NO_P2P = ["--no-p2p"] if "--no-p2p" in res.stdout + res.stderr else []
+    return _NO_P2P
+
+
 def api_daemon_obj(workdir: Path, *, token: Optional[str] = None, args=(), responsive=True,
                    **kw) -> Daemon:
     """A Daemon (not started) with the REST API on a free loopback port (d.api_port)."""
     api_port = free_port(udp=False)
-    cmd = ["-a", "--api-listen", f"127.0.0.1:{api_port}", *args]
+    cmd = ["-a", "--api-listen", f"127.0.0.1:{api_port}", *no_p2p_args(), *args]
     if token is not None:
         cmd += ["--api-token", token]
     d = Daemon(workdir, responsive=responsive, args=cmd, **kw)
@@ -115,7 +128,7 @@ def api_daemon_obj(workdir: Path, *, token: Optional[str] = None, args=(), respo
 def api_daemon(make_daemon, *, token: Optional[str] = None, args=(), responsive=True, **kw):
     """A started daemon with the REST API, through conftest's make_daemon factory."""
     api_port = free_port(udp=False)
-    cmd = ["-a", "--api-listen", f"127.0.0.1:{api_port}", *args]
+    cmd = ["-a", "--api-listen", f"127.0.0.1:{api_port}", *no_p2p_args(), *args]
     if token is not None:
         cmd += ["--api-token", token]
     d = make_daemon(responsive=responsive, args=cmd, **kw)
@@ -570,15 +583,23 @@ def test_stats_totals(probed, version):
                        "BYE": SIPP_CALLS, "OPTIONS": 1 + len(EXTRA_SOURCES)}, r
 
 
-def test_new_probe_shows_up_in_the_api(probed, version):
-    """The index follows live traffic: a new number appears, counts move."""
-    before = http_request(probed.api_port, "/ip-addresses/127.0.0.1").json()
-    send_udp(probed, "OPTIONS", "4499887766")
-    r = wait_index(probed.api_port, "/numbers/4499887766", lambda r: r.status == 200)
+def test_new_probes_show_up_in_the_api(make_daemon, version):
+    """The index follows live traffic: a new number appears, counts move, first stays."""
+    d = api_daemon(make_daemon)
+    send_udp(d, "OPTIONS", "4499887766")
+    first = wait_index(d.api_port, "/ip-addresses/127.0.0.1", lambda r: r.status == 200).json()
+    assert first["seen_count"] == "1", first
+    r = wait_index(d.api_port, "/numbers/4499887766", lambda r: r.status == 200)
     assert r.json()["seen_count"] == "1", r
-    after = wait_index(probed.api_port, "/ip-addresses/127.0.0.1",
-                       lambda r: r.json()["seen_count"] == str(int(before["seen_count"]) + 1))
-    assert after.json()["seen_first"] == before["seen_first"], after
+    send_udp(d, "INVITE", "4499887767")
+    after = wait_index(d.api_port, "/ip-addresses/127.0.0.1",
+                       lambda r: r.json()["seen_count"] == "2").json()
+    assert after["seen_first"] == first["seen_first"], after
+    assert after["seen_last"] > first["seen_last"], (first, after)
+    wait_index(d.api_port, "/numbers/4499887767", lambda r: r.status == 200)
+    n, lo, hi = db_seen(d.db_path, "source_ip")["127.0.0.1"]
+    assert (after["seen_count"], after["seen_first"], after["seen_last"]) == \
+        (str(n), fmt_us(lo), fmt_us(hi)), after
 
 
 # --------------------------------------------------------------------------------------

@@ -118,15 +118,23 @@ def test_sighup_reopens_json_log(make_daemon, tmp_path):
         assert time.monotonic() < deadline, "no new JSON log file within 5 s of SIGHUP"
         sent.append(send_options(d)[2])
         time.sleep(0.1)
-    d.rows_with(sent[-1])
-    time.sleep(0.3)
-    old = [json.loads(l)["sip_message"] for l in wait_for_lines(rotated, 1, 1)]
-    new = [json.loads(l)["sip_message"] for l in wait_for_lines(log, 1, 5)]
-    everything = old + new
-    for cid in [first] + sent:
-        assert sum(cid in m for m in everything) == 1, f"{cid} not logged exactly once"
+    sent.append(send_options(d)[2])  # sent after the reopen: must go to the new file
+    wanted = [first] + sent
+
+    def messages(path):
+        return [json.loads(l)["sip_message"] for l in path.read_text().splitlines()]
+
+    deadline = time.monotonic() + 5
+    while True:
+        old, new = messages(rotated), messages(log)
+        if all(any(cid in m for m in old + new) for cid in wanted):
+            break
+        assert time.monotonic() < deadline, f"not every probe logged: {len(old)} + {len(new)} lines"
+        time.sleep(0.05)
+    for cid in wanted:
+        assert sum(cid in m for m in old + new) == 1, f"{cid} not logged exactly once"
     assert first in old[0]
-    assert any(sent[-1] in m for m in new)
+    assert any(sent[-1] in m for m in new), "probe sent after the reopen is not in the new file"
     assert d.alive()
     d.stop()
 
