@@ -323,7 +323,7 @@ Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock&
 Routes::~Routes() = default;
 
 std::string Routes::routeLabel(const std::string& path) {
-    static const char* const kExact[] = {
+    static constexpr const char* kExact[] = {
         "/",        "/health-check", "/ip-addresses",      "/numbers",
         "/metrics", "/stats",        "/ip-addresses/ipset"};
     for (const char* p : kExact) {
@@ -537,7 +537,7 @@ Response Routes::ipAddresses(const Request& r) {
         for (auto& e : page->entries) {
             (isV6(e.key) ? v6 : v4)->entries.push_back(std::move(e));
         }
-        auto setText = [&](const std::string& name, const char* type, const Page& p) {
+        auto set_text = [&](const std::string& name, const char* type, const Page& p) {
             std::string s = "\tset " + name + " {\n\t\ttype " + type + "\n";
             if (timeouts) {
                 s += "\t\tflags timeout\n";
@@ -556,8 +556,8 @@ Response Routes::ipAddresses(const Request& r) {
         };
         Response n;
         n.content_type = "text/plain; charset=utf-8";
-        n.body = "table inet " + table + " {\n" + setText(set, "ipv4_addr", *v4) +
-                 setText(set + "_v6", "ipv6_addr", *v6) + "}\n";
+        n.body = "table inet " + table + " {\n" + set_text(set, "ipv4_addr", *v4) +
+                 set_text(set + "_v6", "ipv6_addr", *v6) + "}\n";
         return n;
     }
     return invalid();
@@ -632,7 +632,7 @@ Response Routes::stats(const Request& r) {
     sqlite3* db = stats_db_->db;
 
     // Runs a query returning (text, count) rows as a JSON array of {key: text, "events": n}.
-    auto topList = [&](const char* sql, const char* key, bool hours) {
+    auto top_list = [&](const char* sql, const char* key, bool hours) {
         std::string out = "[";
         sqlite3_stmt* st = nullptr;
         if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
@@ -679,15 +679,15 @@ Response Routes::stats(const Request& r) {
             .str("generated_at", core::formatTimestamp(now))
             .raw("totals", totals)
             .raw("events_per_hour",
-                 topList("SELECT event_time / 3600000000 AS h, COUNT(*) FROM honey WHERE "
-                         "event_time >= ?1 GROUP BY h ORDER BY h LIMIT 100000 + ?2",
-                         "hour", true))
+                 top_list("SELECT event_time / 3600000000 AS h, COUNT(*) FROM honey WHERE "
+                          "event_time >= ?1 GROUP BY h ORDER BY h LIMIT 100000 + ?2",
+                          "hour", true))
             .raw("top_called_numbers",
-                 topList(grouped("called_number").c_str(), "called_number", false))
-            .raw("top_ip_addresses", topList(grouped("source_ip").c_str(), "ip_address", false))
-            .raw("top_user_agents", topList(grouped("user_agent").c_str(), "user_agent", false))
-            .raw("top_methods", topList(grouped("method").c_str(), "method", false))
-            .raw("top_transports", topList(grouped("transport_type").c_str(), "transport", false))
+                 top_list(grouped("called_number").c_str(), "called_number", false))
+            .raw("top_ip_addresses", top_list(grouped("source_ip").c_str(), "ip_address", false))
+            .raw("top_user_agents", top_list(grouped("user_agent").c_str(), "user_agent", false))
+            .raw("top_methods", top_list(grouped("method").c_str(), "method", false))
+            .raw("top_transports", top_list(grouped("transport_type").c_str(), "transport", false))
             .done();
     return json(200, std::move(body));
 }

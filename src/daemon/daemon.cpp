@@ -114,9 +114,9 @@ struct Runtime {
 void startListeners(const config::Config& c, Runtime& rt, const std::string& node_id) {
     listen::IngestOptions io{c.sip_responsive, responderOptions(c), node_id};
     rt.ingest = std::make_unique<listen::Ingest>(
-        io, rt.clock, [&bus = rt.bus](core::EventPtr e) { bus.publish(std::move(e)); });
+        io, rt.clock, [&bus = rt.bus](const core::EventPtr& e) { bus.publish(e); });
     rt.limits = std::make_unique<listen::ConnectionLimits>(c.tcp_max_connections, c.tcp_max_per_ip);
-    listen::TcpOptions tcp{c.sip_responsive, 64 * 1024, c.tcp_max_connections, c.tcp_max_per_ip,
+    listen::TcpOptions tcp{c.sip_responsive, 64UL * 1024, c.tcp_max_connections, c.tcp_max_per_ip,
                            c.tcp_idle_timeout};
     for (const auto& hp : c.sip_listen) {
         auto udp = std::make_shared<listen::UdpListener>(
@@ -193,7 +193,7 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
     o.no_rate_limit = c.dht_no_rate_limit;
     o.node_id = node_id;
     rt.p2p = std::make_shared<p2p::P2pNode>(
-        o, rt.clock, [&bus = rt.bus](core::EventPtr e) { bus.publish(std::move(e)); });
+        o, rt.clock, [&bus = rt.bus](const core::EventPtr& e) { bus.publish(e); });
     rt.bus.addSink(rt.p2p, {.name = "p2p", .thread_name = "sp-p2p", .capacity = 65536});
     rt.p2p->start();
     rt.metrics.add([p = rt.p2p](core::MetricsWriter& w) { p->collect(w); });

@@ -47,7 +47,7 @@ std::size_t ConnectionLimits::open() const {
 
 namespace {
 
-constexpr std::size_t kMaxQueuedReplies = 256 * 1024; // a client that never reads is cut off
+constexpr std::size_t kMaxQueuedReplies = 256UL * 1024; // a client that never reads is cut off
 
 bool onlyWhitespace(std::string_view s) {
     return s.find_first_not_of(" \t\r\n") == std::string_view::npos;

@@ -22,7 +22,7 @@ namespace sp::listen {
 
 struct TcpOptions {
     bool responsive = false;
-    std::size_t max_message = 64 * 1024;
+    std::size_t max_message = 64UL * 1024;
     std::size_t max_connections = 10000;
     std::size_t max_per_ip = 100;
     std::chrono::seconds idle_timeout{30};

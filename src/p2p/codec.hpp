@@ -19,10 +19,10 @@ namespace sp::p2p {
 inline constexpr const char* kBadActorsKey = "bad_actors";
 
 // The largest value we accept or publish: OpenDHT's limit is 64 KiB per value.
-inline constexpr std::size_t kMaxValueBytes = 64 * 1024 - 512;
+inline constexpr std::size_t kMaxValueBytes = 64UL * 1024 - 512;
 // sip_message is cut to this many bytes when publishing (a 60 KiB probe must still fit,
 // with room for the other fields and their JSON escaping).
-inline constexpr std::size_t kMaxPublishedMessage = 16 * 1024;
+inline constexpr std::size_t kMaxPublishedMessage = 16UL * 1024;
 
 enum class Reject : std::uint8_t {
     TooLarge,

@@ -22,7 +22,7 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr std::size_t kMaxResponseBody = 64 * 1024; // token responses are a few hundred bytes
+constexpr std::size_t kMaxResponseBody = 64UL * 1024; // token responses are a few hundred bytes
 
 std::int64_t steadyNowNs() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
