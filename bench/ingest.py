@@ -10,8 +10,8 @@ stops the daemon with SIGTERM and prints a markdown table:
 "lost" = sent - stored. "kernel drops" = the UDP receive-buffer overflows counted by the
 kernel during the step (/proc/net/snmp RcvbufErrors, whole machine): datagrams that never
 reached the daemon. CPU = utime + stime of the daemon (/proc/PID/stat) from the start of
-the step until its rows stopped growing. "drain s" = time from the end of the load until
-the rows stopped growing (a backlog inside the daemon). "steal %" = CPU time the
+the step until its last new row. "drain s" = time from the end of the load until that last
+new row (a backlog inside the daemon). "steal %" = CPU time the
 hypervisor took from this VM during the step (/proc/stat), "load" the 1-minute load
 average at its end: high values mean other work shared the CPUs and the numbers are noisy.
 
@@ -144,24 +144,28 @@ class Daemon:
             return -9
 
 
-def wait_stable(d: Daemon, expected: int, base: int, quiet_s: float = 3.0, max_s: float = 300.0):
-    """Waits until the row count reaches base+expected, or until the daemon is quiet: rows
-    unchanged and under 0.05 CPU s used for quiet_s (a store stalled on a checkpoint still
-    burns CPU, so it is not mistaken for the end of the backlog)."""
+def wait_stable(d: Daemon, expected: int, base: int, quiet_s: float = 5.0, max_s: float = 600.0):
+    """Waits until the row count reaches base+expected, or stops growing for quiet_s while the
+    daemon is (nearly) idle: under 5% of a core, so that a store busy on a checkpoint is not
+    mistaken for the end of the backlog. Returns (rows, seconds waited until the last new
+    row, daemon CPU seconds at that moment)."""
     start = time.monotonic()
     last, last_cpu = d.rows(), cpu_seconds(d.proc.pid)
-    quiet_since = time.monotonic()
+    changed_at, changed_cpu = start, last_cpu
+    quiet_since = start
     while True:
         if last - base >= expected:
-            return last, time.monotonic() - start
+            return last, changed_at - start, changed_cpu
         time.sleep(0.25)
         rows, cpu = d.rows(), cpu_seconds(d.proc.pid)
+        now = time.monotonic()
         if rows != last:
-            last, last_cpu, quiet_since = rows, cpu, time.monotonic()
-        elif cpu - last_cpu > 0.05:
-            last_cpu, quiet_since = cpu, time.monotonic()
-        if time.monotonic() - quiet_since >= quiet_s or time.monotonic() - start > max_s:
-            return last, time.monotonic() - start
+            last, last_cpu, quiet_since = rows, cpu, now
+            changed_at, changed_cpu = now, cpu
+        elif cpu - last_cpu > 0.05 * (now - quiet_since) + 0.05:
+            last_cpu, quiet_since = cpu, now
+        if now - quiet_since >= quiet_s or now - start > max_s:
+            return last, changed_at - start, changed_cpu
 
 
 def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration: float,
@@ -178,8 +182,8 @@ def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration
     if res.returncode != 0 and not res.stdout.strip():
         sys.exit(f"loadgen failed: {cmd}\n{res.stderr}")
     lg = json.loads(res.stdout.strip().splitlines()[-1])
-    rows, drain_s = wait_stable(d, lg["sent"], base)
-    cpu = cpu_seconds(d.proc.pid) - cpu0
+    rows, drain_s, cpu_end = wait_stable(d, lg["sent"], base)
+    cpu = cpu_end - cpu0
     steal = steal_percent(times0, cpu_times())
     load = float(Path("/proc/loadavg").read_text().split()[0])
     stored = rows - base

@@ -19,8 +19,10 @@ Not a test: it measures and prints a markdown report (also written to --out).
   a unique called number, so none is held back by the "one value per source IP and number
   per 10 minutes" publishing policy); CPU and VmRSS per node over that window, and how many
   of the events reached each other node within --drain seconds after the load.
-- RSS breakdown of one relay and one probed node from /proc/PID/smaps_rollup and the
-  largest mappings of /proc/PID/smaps.
+- RSS breakdown of one relay and one probed node (idle and after the load) from
+  /proc/PID/smaps_rollup and the largest mappings of /proc/PID/smaps.
+- --perf: perf record (DWARF call graphs) of one relay and one SIP node during the load,
+  summarised by library and by symbol.
 
   /usr/bin/python3 bench/p2p_bench.py                     # the full run (~3 minutes)
   /usr/bin/python3 bench/p2p_bench.py --nodes 5 --probes 10 --idle-warmup 5 --idle-window 5 \
@@ -172,14 +174,40 @@ def invite(dst_port: int, src_port: int, number: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def http_json(port: int, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
-        return json.loads(r.read())
+STATUS_TIMES: list = []  # seconds taken by each GET /p2p/status
+
+
+def http_json(port: int, path: str, timeout: float = 30):
+    t0 = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        body = json.loads(r.read())
+    if path == "/p2p/status":
+        STATUS_TIMES.append(time.monotonic() - t0)
+    return body
 
 
 # --------------------------------------------------------------------------------------
 # Nodes
 # --------------------------------------------------------------------------------------
+
+def metric(port: int, name: str, labels: str = "") -> float:
+    """One sample of the daemon's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    m = re.search(rf"^sentrypeer_{name}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def put_progress(nodes: list) -> dict:
+    """Across the given nodes: puts confirmed/failed and events waiting in the p2p sink."""
+    out = {"sent": 0, "failed": 0, "queued": 0}
+    for n in nodes:
+        st = n.status()
+        out["sent"] += st["events_sent"]
+        out["failed"] += st["events_put_failed"]
+        out["queued"] += int(metric(n.api_port, "sink_queue_depth", '{sink="p2p"}'))
+    return out
+
 
 class Node:
     def __init__(self, binary: Path, workdir: Path, idx: int, network: int, probed: bool,
@@ -267,6 +295,29 @@ class Node:
         self.log.close()
 
 
+def check_alive(nodes: list, phase: str):
+    dead = [n for n in nodes if n.proc.poll() is not None]
+    if dead:
+        details = "\n".join(
+            f"node {n.idx} exited {n.proc.returncode}; stderr tail:\n"
+            + (n.workdir / "stderr.log").read_text(errors="replace")[-1500:] for n in dead[:3])
+        raise RuntimeError(f"{len(dead)} daemon(s) died before/during {phase}:\n{details}")
+
+
+RSS_KEYS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Shared_Clean", "Private_Clean",
+            "Private_Dirty", "Anonymous")
+
+
+def rss_snapshots(nodes: list, probed_idx: list) -> list:
+    """smaps_rollup and the largest mappings of the first relay and the first SIP node."""
+    out = []
+    relays = [i for i in range(len(nodes)) if i not in probed_idx]
+    for label, i in ((("relay", relays[0]),) if relays else ()) + (("SIP node", probed_idx[0]),):
+        pid = nodes[i].proc.pid
+        out.append((label, i, smaps_rollup(pid), top_mappings(pid, 8)))
+    return out
+
+
 def pct(values: list, p: float) -> float:
     s = sorted(values)
     if not s:
@@ -287,10 +338,12 @@ def main() -> int:
     ap.add_argument("--idle-window", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--load-seconds", type=float, default=20.0)
-    ap.add_argument("--drain", type=float, default=15.0)
+    ap.add_argument("--drain", type=float, default=60.0)
     ap.add_argument("--network", type=int, default=None, help="private DHT network id")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--perf", action="store_true",
+                    help="perf record one relay and one SIP node during the load")
     args = ap.parse_args()
 
     binary = Path(os.environ.get("SENTRYPEER_BIN", REPO / "build/release/src/sentrypeer")).resolve()
@@ -373,10 +426,11 @@ def main() -> int:
         m0 = cpu_times()
         time.sleep(args.idle_window)
         m1 = cpu_times()
+        check_alive(nodes, 'idle')
         idle_cpu = {n.idx: 100 * (proc_cpu(n.proc.pid) - c0[n.idx]) / args.idle_window
                     for n in nodes}
         idle_rss = {n.idx: proc_status(n.proc.pid, "VmRSS") for n in nodes}
-        idle_hwm = {n.idx: proc_status(n.proc.pid, "VmHWM") for n in nodes}
+        idle_snaps = rss_snapshots(nodes, probed_idx)
         threads = {n.idx: proc_status(n.proc.pid, "Threads") for n in nodes}
         rss_mb = [v / 1024 for v in idle_rss.values()]
         say(f"- idle ({args.idle_warmup:.0f} s after start, CPU over the next "
@@ -414,6 +468,7 @@ def main() -> int:
             if len(seen) == len(others):
                 lat_last.append(max(seen.values()))
             time.sleep(0.05)
+        check_alive(nodes, 'latency')
         say(f"- latency, probe -> row in every other node's database ({args.probes} probes x "
             f"{args.nodes - 1} nodes, polled every {args.poll_ms:.0f} ms):")
         say(f"  - per (probe, node): p50 {pct(lat_all, 50) * 1000:.0f} ms, p95 "
@@ -429,6 +484,15 @@ def main() -> int:
         st0 = {n.idx: n.status() for n in nodes}
         c0 = {n.idx: proc_cpu(n.proc.pid) for n in nodes}
         m0 = cpu_times()
+        perfs = []
+        if args.perf:
+            for label, i in (("relay", next(i for i in range(args.nodes) if i not in probed_idx)),
+                             ("SIP node", probed_idx[0])):
+                out = work / f"perf-node{i}.data"
+                perfs.append((label, i, out, subprocess.Popen(
+                    ["perf", "record", "-q", "-F", "199", "--call-graph", "dwarf,16384", "-p", str(nodes[i].proc.pid),
+                     "-o", str(out), "--", "sleep", str(args.load_seconds)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         t0 = time.monotonic()
         total = int(args.rate * args.load_seconds)
         sent_numbers: dict = {i: set() for i in probed_idx}
@@ -444,6 +508,9 @@ def main() -> int:
                         ("127.0.0.1", origin.sip_port))
         elapsed = time.monotonic() - t0
         m1 = cpu_times()
+        sip_nodes = [nodes[i] for i in probed_idx]
+        at_end = put_progress(sip_nodes)
+        check_alive(nodes, 'load')
         load_cpu = {n.idx: 100 * (proc_cpu(n.proc.pid) - c0[n.idx]) / elapsed for n in nodes}
         load_rss = {n.idx: proc_status(n.proc.pid, "VmRSS") for n in nodes}
         machine_busy = busy_percent(m0, m1)
@@ -451,16 +518,21 @@ def main() -> int:
         load_avg = loadavg()
         # Delivery: wait until nothing new arrives for 3 s or --drain expires.
         all_numbers = set().union(*sent_numbers.values())
-        quiet_since, deadline = time.monotonic(), time.monotonic() + args.drain
-        while time.monotonic() < deadline and time.monotonic() - quiet_since < 3:
+        t_drain = time.monotonic()
+        quiet_since, deadline = t_drain, t_drain + args.drain
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < 5:
             if any(n.new_peer_rows() for n in nodes):
                 quiet_since = time.monotonic()
             time.sleep(0.2)
+        drain_s = time.monotonic() - t_drain
+        after_drain = put_progress(sip_nodes)
         delivered = {}
         for n in nodes:
             expected = len(all_numbers) - len(sent_numbers.get(n.idx, ()))
             delivered[n.idx] = (n.count_numbers(all_numbers), expected)
+        STATUS_TIMES.clear()
         st1 = {n.idx: n.status() for n in nodes}
+        status_after_load = max(STATUS_TIMES)
         sent_put = sum(st1[i]["events_sent"] - st0[i]["events_sent"] for i in probed_idx)
         not_shared = sum(st1[i]["events_not_shared_rate_limited"]
                          - st0[i]["events_not_shared_rate_limited"] for i in probed_idx)
@@ -478,10 +550,15 @@ def main() -> int:
         lr = [v / 1024 for v in load_rss.values()]
         say(f"  - VmRSS per daemon at the end: min {min(lr):.1f} MiB, median "
             f"{statistics.median(lr):.1f} MiB, max {max(lr):.1f} MiB")
-        say(f"  - puts: {sent_put} confirmed, {put_failed} failed, {not_shared} held back by "
-            f"the put rate cap")
-        say(f"  - delivered to each other node within the drain: min {min(ratios) * 100:.1f}%, "
-            f"median {statistics.median(ratios) * 100:.1f}%")
+        base_sent = sum(st0[i]["events_sent"] for i in probed_idx)
+        base_failed = sum(st0[i]["events_put_failed"] for i in probed_idx)
+        say(f"  - puts (SIP nodes): at the end of the load {at_end['sent'] - base_sent} "
+            f"confirmed, {at_end['failed'] - base_failed} failed, {at_end['queued']} events "
+            f"still queued for the p2p sink; after the drain ({drain_s:.0f} s) {sent_put} "
+            f"confirmed, {put_failed} failed, {after_drain['queued']} queued; {not_shared} "
+            f"held back by the put rate cap")
+        say(f"  - delivered to each other node by the end of the drain: min "
+            f"{min(ratios) * 100:.1f}%, median {statistics.median(ratios) * 100:.1f}%")
         rej = {}
         for i in st1:
             for r, v in st1[i]["values_rejected"].items():
@@ -489,23 +566,35 @@ def main() -> int:
                 if d:
                     rej[r] = rej.get(r, 0) + d
         say(f"  - values rejected during the load (all nodes): {rej or 'none'}")
+        say(f"  - slowest GET /p2p/status right after the drain: {status_after_load * 1000:.0f} ms")
+
+        for label, i, out, proc in perfs:
+            proc.wait(60)
+            rep = subprocess.run(["perf", "report", "-i", str(out), "--no-children", "--stdio",
+                                  "--sort", "dso", "-g", "none", "--percent-limit", "3"],
+                                 capture_output=True, text=True, timeout=300)
+            dsos = [l.strip() for l in rep.stdout.splitlines() if re.match(r"^\s+\d", l)]
+            rep = subprocess.run(["perf", "report", "-i", str(out), "--no-children", "--stdio",
+                                  "--sort", "symbol", "-g", "none", "--percent-limit", "2"],
+                                 capture_output=True, text=True, timeout=300)
+            syms = [re.sub(r"\s+", " ", l.strip()) for l in rep.stdout.splitlines()
+                    if re.match(r"^\s+\d", l)]
+            say(f"- perf during the load, {label} node {i}: by library: " + "; ".join(dsos))
+            say("  - top symbols (self): " + "; ".join(syms[:12]))
 
         # ---- RSS breakdown ---------------------------------------------------------------
-        for label, i in (("relay", next(i for i in range(args.nodes) if i not in probed_idx)),
-                         ("SIP node", probed_idx[0])):
-            pid = nodes[i].proc.pid
-            r = smaps_rollup(pid)
-            keys = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Shared_Clean", "Private_Clean",
-                    "Private_Dirty", "Anonymous")
-            say(f"- RSS breakdown, {label} node {i} (smaps_rollup, kB): "
-                + ", ".join(f"{k} {r.get(k, 0)}" for k in keys)
-                + f"; idle VmHWM {idle_hwm[i]} kB")
-            say("  - largest mappings (Rss kB): "
-                + ", ".join(f"{nm} {kb}" for kb, nm in top_mappings(pid, 8)))
+        for when, snaps in (("idle", idle_snaps), ("after the load", rss_snapshots(nodes, probed_idx))):
+            for label, i, r, top in snaps:
+                say(f"- RSS breakdown {when}, {label} node {i} (smaps_rollup, kB): "
+                    + ", ".join(f"{k} {r.get(k, 0)}" for k in RSS_KEYS))
+                say("  - largest mappings (Rss kB): " + ", ".join(f"{nm} {kb}" for kb, nm in top))
         say(f"- machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}, "
             f"{info['memory']} RAM")
         if args.out:
             args.out.write_text("\n".join(report) + "\n")
+    except Exception:
+        args.keep = True
+        raise
     finally:
         for n in nodes:
             with contextlib.suppress(Exception):

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -110,7 +111,9 @@ public:
         auto parsed = CLI::ConfigTOML::from_config(input);
         std::vector<CLI::ConfigItem> kept;
         for (auto& item : parsed) {
+            std::string original = item.name;
             std::replace(item.name.begin(), item.name.end(), '_', '-');
+            original_names_[item.name] = original;
             if (item.name == "tls-listen-address") {
                 item.name = "tls-listen";
             }
@@ -121,8 +124,15 @@ public:
         return kept;
     }
 
+    // The key as the file spelt it, for error messages.
+    std::string originalName(const std::string& normalised) const {
+        auto it = original_names_.find(normalised);
+        return it == original_names_.end() ? normalised : it->second;
+    }
+
 private:
     std::vector<std::string> set_by_env_;
+    mutable std::map<std::string, std::string> original_names_;
 };
 
 struct Raw {
@@ -279,7 +289,8 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
     app.set_version_flag("-V,--version", std::string("sentrypeer ") + core::kVersion + " (git " +
                                              core::kGitRevision + ")");
     buildOptions(app, c, raw);
-    app.config_formatter(std::make_shared<TomlConfig>(app));
+    auto toml = std::make_shared<TomlConfig>(app);
+    app.config_formatter(toml);
 
     // CLI11 reads the config file before the environment, so SENTRYPEER_CONFIG_FILE is
     // handled here: it names the file unless -g/--config is on the command line.
@@ -301,8 +312,33 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
         return Exit{0, app.help("", CLI::AppFormatMode::All)};
     } catch (const CLI::CallForVersion& e) {
         return Exit{0, e.what()};
+    } catch (const CLI::ConfigError& e) {
+        // A key that is no option, or a line that is not TOML: name the file and the key
+        // as written (the parser has turned '_' into '-').
+        std::string what = oneLine(e.what());
+        const std::string marker = "INI was not able to parse ";
+        if (auto at = what.find(marker); at != std::string::npos) {
+            std::string key = what.substr(at + marker.size());
+            what = "unknown key or not TOML: '" + toml->originalName(key) + "'";
+        }
+        std::string file = app.get_config_ptr()->as<std::string>();
+        return Exit{2, "sentrypeer: " + (file.empty() ? std::string("config file") : file) + ": " +
+                           what};
     } catch (const CLI::ParseError& e) {
-        return Exit{2, "sentrypeer: " + oneLine(e.what())};
+        std::string what = oneLine(e.what());
+        // A bad value from the environment: say which variable it came from.
+        for (const CLI::Option* o : app.get_options()) {
+            const std::string& env = o->get_envname();
+            bool on_command_line = std::any_of(args.begin(), args.end(), [&](const std::string& a) {
+                return o->check_name(a.substr(0, a.find('=')));
+            });
+            if (!env.empty() && std::getenv(env.c_str()) != nullptr && !on_command_line &&
+                what.find(o->get_name()) != std::string::npos) {
+                what += " (from " + env + ")";
+                break;
+            }
+        }
+        return Exit{2, "sentrypeer: " + what};
     }
 
     if (app.count("--json-log-file") > 0) {

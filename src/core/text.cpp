@@ -136,7 +136,9 @@ std::optional<TimePoint> parseTimestamp(std::string_view s) {
         !readInt(s, 17, 2, se)) {
         return std::nullopt;
     }
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) {
+    // Years past 2200 would overflow nanoseconds since 1970 (int64 ends in 2262).
+    if (y < 1900 || y > 2200 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        se > 60) {
         return std::nullopt;
     }
     std::size_t pos = 19;

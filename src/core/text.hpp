@@ -24,6 +24,7 @@ std::string formatTimestamp(TimePoint t);
 
 // Parses "YYYY-MM-DD HH:MM:SS" with an optional fraction of 1 to 9 digits (SentryPeer
 // prints 6 to 9), also accepting 'T' as the separator and a trailing 'Z'. Read as UTC.
+// Years outside 1900-2200 are refused (they would not fit the clock's range).
 std::optional<TimePoint> parseTimestamp(std::string_view s);
 
 // Parses a duration such as "0", "90", "90s", "15m", "12h", "7d", "2w" (a bare number is

@@ -427,6 +427,10 @@ def summarize_rows(rows: list, limit: int = 10) -> str:
 # The daemon
 # --------------------------------------------------------------------------------------
 
+P2P_FLAGS = {"--dht-port", "--dht-network", "-b", "--bootstrap", "-p", "--p2p", "--no-p2p",
+             "--peer-to-peer", "--dht-no-rate-limit"}
+
+
 class Daemon:
     """One `sentrypeer` process on loopback with its own db and data dir.
 
@@ -458,7 +462,13 @@ class Daemon:
             cmd += ["-z", f"127.0.0.1:{self.tls_port}"] if tls else ["--no-tls"]
         if responsive:
             cmd.append("-r")
-        cmd += [str(a) for a in args]
+        args = [str(a) for a in args]
+        # Peer to peer is on by default (UDP 4222, public bootstrap): tests keep it off unless
+        # they configure it themselves.
+        if not any(a.split("=")[0] in P2P_FLAGS for a in args) and \
+                "SENTRYPEER_PEER_TO_PEER" not in (env or {}):
+            cmd.append("--no-p2p")
+        cmd += args
         self.cmd = cmd
         self.env = clean_env(env)
         self.proc: Optional[subprocess.Popen] = None

@@ -177,8 +177,10 @@ class P2pDaemon:
 
 
 def start_node(make_daemon, name: str, network: int, bootstrap_ports=(), *, relay=False,
-               p2p=True, dht_port: Optional[int] = None, extra=(), env=None) -> P2pDaemon:
-    api_port = free_port(udp=False)
+               p2p=True, dht_port: Optional[int] = None, extra=(), env=None,
+               workdir: Optional[Path] = None, api_port: Optional[int] = None,
+               sip_port: Optional[int] = None) -> P2pDaemon:
+    api_port = api_port or free_port(udp=False)
     dht_port = dht_port or free_udp_port()
     args = ["-a", "--api-listen", f"127.0.0.1:{api_port}", "--dht-port", str(dht_port),
             "--dht-network", str(network), "--dht-no-rate-limit"]
@@ -189,8 +191,8 @@ def start_node(make_daemon, name: str, network: int, bootstrap_ports=(), *, rela
     if not p2p:
         args.append("--no-p2p")
     args += list(extra)
-    d = make_daemon(sip=not relay, tls=False, args=args, env=env,
-                    workdir=None)
+    d = make_daemon(sip=not relay, tls=False, args=args, env=env, workdir=workdir,
+                    sip_port=sip_port)
     return P2pDaemon(d, name, api_port, dht_port, network, p2p)
 
 
@@ -639,3 +641,30 @@ def test_relay_without_sip_carries_events(make_daemon):
     c.probe(m)
     wait_peer_row(a, m)
     assert r.status()["events_sent"] == 0
+
+
+def test_restart_does_not_store_peer_events_twice(make_daemon, tmp_path):
+    """After a restart the listen hands the node every value still on the key (they live
+    10 minutes); the ones it stored before must not be stored again."""
+    net = private_network()
+    pa, pb = free_udp_port(), free_udp_port()
+    a = start_node(make_daemon, "A", net, [pb], dht_port=pa)
+    b = start_node(make_daemon, "B", net, [pa], dht_port=pb, workdir=tmp_path / "B")
+    wait_network([a, b], min_peers=1)
+    n = unique_number()
+    a.probe(n)
+    first = wait_peer_row(b, n)
+    node_id = b.node_id()
+    b.d.stop()
+
+    b2 = start_node(make_daemon, "B", net, [pa], dht_port=pb, workdir=tmp_path / "B",
+                    sip_port=b.sip_port)
+    assert b2.node_id() == node_id, "node id not kept across a restart"
+    again = wait_until(lambda: b2.status()["values_received"] >= 1, 10, 0.1)
+    assert again, f"B did not get the key's values again after its restart: {b2.status()}"
+    time.sleep(1.0)
+    rows = b2.rows_for(n)
+    assert len(rows) == 1 and rows[0]["event_uuid"] == first["event_uuid"], rows
+    st = b2.status()
+    print(f"after restart: {st['values_received']} value(s) received, "
+          f"{st['events_accepted']} accepted (stored once: the store skips known peer events)")
