@@ -18,8 +18,11 @@
 #   2. wrk -t1 -c1 -d10s --latency on /numbers/{known}            (one-connection latency)
 #   3. GET /numbers (100k entries) with curl -w, 5 times; the daemon's VmHWM (peak RSS)
 #   4. mixed: MIXED_RATE UDP events/s for DURATION s while wrk -t2 -c4 looks up known (must
-#      be 200) and unknown (must be 404) numbers and IPs (bench/api_check.lua); then rows
-#      stored must equal events sent.
+#      be 200) and unknown (must be 404) numbers and IPs (bench/api_check.lua; two wrk threads
+#      so that each Lua state has one role and checks every answer against its request);
+#      then rows stored must equal events sent.
+# For each wrk run the daemon's CPU time per request (utime + stime over requests) is shown
+# too: unlike req/s and percentiles it does not depend on what else the machine runs.
 # Prints a summary (also $OUT/summary.txt) with each target's verdict. Every process started
 # here is stopped on exit. Exit status: 0 when every target is met, 1 otherwise.
 set -euo pipefail

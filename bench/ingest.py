@@ -7,7 +7,8 @@ stops the daemon with SIGTERM and prints a markdown table:
 
   step | sent | achieved rate | stored | lost | kernel drops | daemon CPU s | CPU s / 10k events
 
-"lost" = sent - stored. "kernel drops" = the UDP receive-buffer overflows counted by the
+"stored" = rows whose Call-ID carries the step's tag, counted after shutdown; "lost" =
+sent - stored. "kernel drops" = the UDP receive-buffer overflows counted by the
 kernel during the step (/proc/net/snmp RcvbufErrors, whole machine): datagrams that never
 reached the daemon. CPU = utime + stime of the daemon (/proc/PID/stat) from the start of
 the step until its last new row. "drain s" = time from the end of the load until that last
@@ -134,6 +135,16 @@ class Daemon:
         finally:
             con.close()
 
+    def count_by_tag(self) -> dict:
+        """Rows per loadgen --tag (the Call-ID prefix), by one scan after shutdown."""
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        try:
+            sql = ("SELECT substr(sip_message, instr(sip_message, 'Call-ID: ') + 9, 4) AS tag, "
+                   "count(*) FROM honey GROUP BY tag")
+            return dict(con.execute(sql).fetchall())
+        finally:
+            con.close()
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -169,13 +180,13 @@ def wait_stable(d: Daemon, expected: int, base: int, quiet_s: float = 5.0, max_s
 
 
 def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration: float,
-             lg_threads: int) -> dict:
+             lg_threads: int, tag: str) -> dict:
     base = d.rows()
     cpu0 = cpu_seconds(d.proc.pid)
     drops0 = udp_rcvbuf_errors()
     times0 = cpu_times()
     cmd = [str(loadgen), "--mode", mode, "--target", f"127.0.0.1:{port}", "--rate", str(rate),
-           "--duration", str(duration), "--threads", str(lg_threads)]
+           "--duration", str(duration), "--threads", str(lg_threads), "--tag", tag]
     if mode == "tcp-connections":
         cmd += ["--src-ips", "16"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
@@ -188,10 +199,11 @@ def run_step(d: Daemon, loadgen: Path, port: int, mode: str, rate: int, duration
     load = float(Path("/proc/loadavg").read_text().split()[0])
     stored = rows - base
     return {
+        "tag": tag,
         "step": f"{mode} {rate:,}/s",
         "command": " ".join(cmd),
         "sent": lg["sent"], "errors": lg["errors"], "achieved": lg["achieved_rate"],
-        "stored": stored, "lost": lg["sent"] - stored,
+        "stored": stored, "stored_live": stored, "lost": lg["sent"] - stored,
         "kernel_drops": udp_rcvbuf_errors() - drops0 if mode == "udp" else None,
         "cpu_s": cpu, "cpu_per_10k": cpu / stored * 10000 if stored else float("nan"),
         "drain_s": drain_s, "steal_pct": steal, "load": load,
@@ -238,7 +250,7 @@ def main() -> int:
         if not os.access(p, os.X_OK):
             sys.exit(f"not found or not executable: {p} (build the release preset first)")
     steps = []
-    for s in args.steps.split(","):
+    for s in args.steps.split(","):  # noqa: B020
         mode, rate = s.split(":")
         assert mode in ("udp", "tcp-connections", "tcp-stream"), mode
         steps.append((mode, int(rate)))
@@ -252,9 +264,10 @@ def main() -> int:
     results = []
     extra_note: list = []
     try:
-        for mode, rate in steps:
+        for i, (mode, rate) in enumerate(steps):
             print(f"# {mode} at {rate}/s for {args.duration:g} s ...", file=sys.stderr, flush=True)
-            r = run_step(d, loadgen, port, mode, rate, args.duration, args.loadgen_threads)
+            r = run_step(d, loadgen, port, mode, rate, args.duration, args.loadgen_threads,
+                         tag=f"s{i:02d}")
             print(f"#   sent {r['sent']} stored {r['stored']} lost {r['lost']} "
                   f"cpu {r['cpu_s']:.2f}s", file=sys.stderr, flush=True)
             results.append(r)
@@ -269,6 +282,12 @@ def main() -> int:
     finally:
         rc = d.stop()
     final_rows = d.count()
+    # Exact per-step counts (the live count can attribute a late backlog to the next step).
+    by_tag = d.count_by_tag()
+    for r in results:
+        r["stored"] = by_tag.get(r["tag"] + "-", 0)
+        r["lost"] = r["sent"] - r["stored"]
+        r["cpu_per_10k"] = r["cpu_s"] / r["stored"] * 10000 if r["stored"] else float("nan")
     db_mib = d.db.stat().st_size / 1024 / 1024
     extra = {"version": version, "threads": args.threads, "lg_threads": args.loadgen_threads,
              "duration": args.duration, "rc": rc, "final_rows": final_rows, "rss": rss,

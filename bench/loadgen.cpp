@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -55,6 +56,7 @@ struct Options {
     unsigned batch = 64;    // UDP messages per sendmmsg()
     std::uint64_t count = 0; // 0: rate x duration
     unsigned invite_percent = 50;
+    std::string tag = "lg"; // Call-ID prefix, to count a run's rows afterwards
 };
 
 [[noreturn]] void usage(const char* msg) {
@@ -64,7 +66,9 @@ struct Options {
     std::fprintf(stderr,
                  "usage: sp_loadgen --mode udp|tcp-connections|tcp-stream --target HOST:PORT\n"
                  "         --rate N/s --duration S [--threads T] [--count N] [--sources K]\n"
-                 "         [--src-ips K] [--batch B] [--invite-percent P]\n");
+                 "         [--src-ips K] [--batch B] [--invite-percent P] [--tag T]\n"
+                 "Every Call-ID starts with T (default \"lg\"): count a run's rows with\n"
+                 "  SELECT count(*) FROM honey WHERE sip_message LIKE '%%Call-ID: T-%%'\n");
     std::exit(msg != nullptr ? 2 : 0);
 }
 
@@ -126,6 +130,15 @@ Options parseArgs(int argc, char** argv) {
             o.batch = static_cast<unsigned>(parseNumber("--batch", v, 1, 1024));
         } else if (a == "--invite-percent") {
             o.invite_percent = static_cast<unsigned>(parseNumber("--invite-percent", v, 0, 100));
+        } else if (a == "--tag") {
+            o.tag = v;
+            bool ok = !o.tag.empty() && o.tag.size() <= 16;
+            for (char ch : o.tag) {
+                ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) != 0);
+            }
+            if (!ok) {
+                usage("--tag must be 1 to 16 letters or digits");
+            }
         } else {
             std::string m = "unknown flag " + std::string(a);
             usage(m.c_str());
@@ -188,7 +201,7 @@ public:
             "Max-Forwards: 70\r\n"
             "From: \"%llu\" <sip:%llu@%s>;tag=%08" PRIx64 "\r\n"
             "To: <sip:%s%llu@%s>\r\n"
-            "Call-ID: lg%02x%012" PRIx64 "%08" PRIx64 "@%s\r\n"
+            "Call-ID: %s-%02x%012" PRIx64 "%08" PRIx64 "@%s\r\n"
             "CSeq: 1 %s\r\n"
             "Contact: <sip:%llu@%s:%u>\r\n"
             "User-Agent: %s\r\n"
@@ -199,7 +212,7 @@ public:
             transport_, src_ip, src_port, r2,
             caller, caller, src_ip, r2 >> 32,
             prefix, number, o_.host.c_str(),
-            thread_ & 0xff, seq, static_cast<std::uint64_t>(r & 0xffffffffU), src_ip,
+            o_.tag.c_str(), thread_ & 0xff, seq, static_cast<std::uint64_t>(r & 0xffffffffU), src_ip,
             method,
             caller, src_ip, src_port,
             ua,

@@ -1,4 +1,7 @@
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "core/clock.hpp"
@@ -168,4 +171,18 @@ TEST(Metrics, PrometheusTextFormat) {
                           "# HELP sentrypeer_uptime_seconds Uptime\n"
                           "# TYPE sentrypeer_uptime_seconds gauge\n"
                           "sentrypeer_uptime_seconds 1.5\n");
+}
+
+TEST(Text, TimestampFormatterAgreesWithGmtime) {
+    for (long long secs : {0LL, 951782400LL /* 2000-02-29 */, 1700000000LL, 4102444799LL, -86400LL,
+                           7258118399LL /* 2199-12-31 23:59:59 */}) {
+        std::time_t t = static_cast<std::time_t>(secs);
+        std::tm tm{};
+        gmtime_r(&t, &tm);
+        char expected[96];
+        std::snprintf(expected, sizeof expected, "%04d-%02d-%02d %02d:%02d:%02d.000000007",
+                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                      tm.tm_sec);
+        EXPECT_EQ(formatTimestamp(TimePoint{std::chrono::seconds(secs) + 7ns}), expected) << secs;
+    }
 }

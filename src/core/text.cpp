@@ -82,21 +82,52 @@ std::string sanitizeBytes(std::string_view bytes, bool keep_line_breaks) {
     return out;
 }
 
+namespace {
+
+// Writes v as exactly `width` decimal digits at out (v >= 0).
+void digits(char* out, long long v, int width) {
+    for (int i = width - 1; i >= 0; --i) {
+        out[i] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    }
+}
+
+} // namespace
+
 std::string formatTimestamp(TimePoint t) {
+    // Hand-rolled (Howard Hinnant's civil_from_days) rather than gmtime_r + snprintf: the
+    // API formats one per listed entry, 100,000 for a full /numbers.
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-    auto secs = static_cast<std::time_t>(ns / 1'000'000'000);
-    auto frac = ns % 1'000'000'000;
+    long long secs = ns / 1'000'000'000;
+    long long frac = ns % 1'000'000'000;
     if (frac < 0) {
         frac += 1'000'000'000;
         --secs;
     }
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char buf[48];
-    int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d.%09lld",
-                          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                          tm.tm_sec, static_cast<long long>(frac));
-    return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+    long long days = secs / 86400;
+    long long rem = secs % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        --days;
+    }
+    const long long z = days + 719468;
+    const long long era = (z >= 0 ? z : z - 146096) / 146097;
+    const long long doe = z - era * 146097;
+    const long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const long long mp = (5 * doy + 2) / 153;
+    const long long day = doy - (153 * mp + 2) / 5 + 1;
+    const long long month = mp < 10 ? mp + 3 : mp - 9;
+    const long long year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+    std::string out = "0000-00-00 00:00:00.000000000";
+    digits(out.data(), std::clamp(year, 0LL, 9999LL), 4);
+    digits(out.data() + 5, month, 2);
+    digits(out.data() + 8, day, 2);
+    digits(out.data() + 11, rem / 3600, 2);
+    digits(out.data() + 14, rem / 60 % 60, 2);
+    digits(out.data() + 17, rem % 60, 2);
+    digits(out.data() + 20, frac, 9);
+    return out;
 }
 
 namespace {

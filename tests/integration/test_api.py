@@ -654,3 +654,69 @@ def test_token_leaves_health_check_open(make_daemon, version):
                                          ("version", version)]), version)
     r = http_request(d.api_port, "/health-check")
     assert r.status == 200 and r.header("Content-Type").startswith("text/html"), r
+
+
+# --------------------------------------------------------------------------------------
+# HTTP framing: pipelining, keep-alive, HTTP/1.0
+# --------------------------------------------------------------------------------------
+
+def split_responses(data: bytes) -> list:
+    """Splits concatenated HTTP/1.1 responses (Content-Length or chunked bodies)."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, f"incomplete response head: {data[:300]!r}"
+        lines = head.decode().split("\r\n")
+        hdrs = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+        if "content-length" in hdrs:
+            n = int(hdrs["content-length"])
+            body, data = rest[:n], rest[n:]
+            assert len(body) == n, f"truncated body: {rest[:300]!r}"
+        elif hdrs.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line.split(b";")[0], 16)
+                body += rest[:size]
+                rest = rest[size + 2:]
+                if size == 0:
+                    break
+            data = rest
+        else:
+            body, data = rest, b""
+        out.append((lines[0], hdrs, body))
+    return out
+
+
+def test_pipelined_requests_are_answered_in_order(probed, version):
+    paths = ["/", f"/numbers/{SIPP_NUMBER}", "/nope", "/ip-addresses", "/numbers/4471234568",
+             "/health-check"]
+    req = b"".join(f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in paths)
+    req += b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    responses = split_responses(raw_http(probed.api_port, req))
+    assert len(responses) == len(paths) + 1, responses
+    for p, (status_line, hdrs, body) in zip(paths + ["/"], responses):
+        expected = http_request(probed.api_port, p)
+        assert status_line.startswith(f"HTTP/1.1 {expected.status} "), (p, status_line, expected)
+        assert body == expected.body, (p, body[:200], expected)
+        assert hdrs["x-sentrypeer-version"] == version, hdrs
+
+
+def test_keep_alive_connection_serves_many_requests(probed, version):
+    conn = http.client.HTTPConnection("127.0.0.1", probed.api_port, timeout=HTTP_TIMEOUT)
+    try:
+        for i in range(200):
+            path = [f"/numbers/{SIPP_NUMBER}", "/ip-addresses/127.0.0.1", "/nope", "/"][i % 4]
+            r = http_request(probed.api_port, path, conn=conn)
+            assert r.status in (200, 404) and r.header("X-Powered-By") == "SentryPeer", (i, r)
+            assert (path == "/nope") == (r.status == 404), (i, r)
+    finally:
+        conn.close()
+
+
+def test_http_1_0_gets_an_answer_and_the_connection_closes(probed, version):
+    raw = raw_http(probed.api_port, b"GET / HTTP/1.0\r\n\r\n")
+    [(status_line, hdrs, body)] = split_responses(raw)
+    assert status_line.startswith("HTTP/1.0 200") or status_line.startswith("HTTP/1.1 200"), raw
+    assert body == b'{"status": "OK"}', raw
+    assert hdrs["access-control-allow-origin"] == "*", raw

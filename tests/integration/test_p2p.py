@@ -655,6 +655,9 @@ def test_restart_does_not_store_peer_events_twice(make_daemon, tmp_path):
     a.probe(n)
     first = wait_peer_row(b, n)
     node_id = b.node_id()
+    time.sleep(1.0)
+    before = b.rows_for(n)
+    assert len(before) == 1, f"B stored A's event {len(before)} times before any restart"
     b.d.stop()
 
     b2 = start_node(make_daemon, "B", net, [pa], dht_port=pb, workdir=tmp_path / "B",
