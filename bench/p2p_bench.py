@@ -437,7 +437,8 @@ def main() -> int:
             f"{args.idle_window:.0f} s; machine busy {busy_percent(m0, m1):.0f}%, steal "
             f"{steal_percent(m0, m1):.1f}%, load {loadavg()}):")
         say(f"  - CPU per daemon: mean {statistics.mean(idle_cpu.values()):.2f}%, max "
-            f"{max(idle_cpu.values()):.2f}% of one core")
+            f"{max(idle_cpu.values()):.2f}% of one core; all {args.nodes} together "
+            f"{sum(idle_cpu.values()):.1f}%")
         say(f"  - VmRSS per daemon: min {min(rss_mb):.1f} MiB, median "
             f"{statistics.median(rss_mb):.1f} MiB, max {max(rss_mb):.1f} MiB "
             f"(relays median {statistics.median([idle_rss[i] / 1024 for i in idle_rss if i not in probed_idx]):.1f}, "
@@ -484,6 +485,7 @@ def main() -> int:
         st0 = {n.idx: n.status() for n in nodes}
         c0 = {n.idx: proc_cpu(n.proc.pid) for n in nodes}
         m0 = cpu_times()
+        t_c0 = time.monotonic()
         perfs = []
         if args.perf:
             for label, i in (("relay", next(i for i in range(args.nodes) if i not in probed_idx)),
@@ -506,12 +508,14 @@ def main() -> int:
             sent_numbers[origin.idx].add(number)
             sock.sendto(invite(origin.sip_port, src_port, number),
                         ("127.0.0.1", origin.sip_port))
-        elapsed = time.monotonic() - t0
+        load_s = time.monotonic() - t0
+        c1 = {n.idx: proc_cpu(n.proc.pid) for n in nodes}
         m1 = cpu_times()
+        elapsed = time.monotonic() - t_c0
+        check_alive(nodes, 'load')
+        load_cpu = {i: 100 * (c1[i] - c0[i]) / elapsed for i in c1}
         sip_nodes = [nodes[i] for i in probed_idx]
         at_end = put_progress(sip_nodes)
-        check_alive(nodes, 'load')
-        load_cpu = {n.idx: 100 * (proc_cpu(n.proc.pid) - c0[n.idx]) / elapsed for n in nodes}
         load_rss = {n.idx: proc_status(n.proc.pid, "VmRSS") for n in nodes}
         machine_busy = busy_percent(m0, m1)
         machine_steal = steal_percent(m0, m1)
@@ -541,12 +545,14 @@ def main() -> int:
         ratios = [g / e for g, e in delivered.values() if e]
         lcpu_r = [load_cpu[i] for i in load_cpu if i not in probed_idx]
         lcpu_p = [load_cpu[i] for i in probed_idx]
-        say(f"- load: {total} INVITEs at {args.rate:.0f}/s over {elapsed:.1f} s, spread over "
+        say(f"- load: {total} INVITEs at {args.rate:.0f}/s over {load_s:.1f} s, spread over "
             f"the {len(probed_idx)} SIP nodes (machine busy {machine_busy:.0f}%, steal "
             f"{machine_steal:.1f}%, load {load_avg}):")
         say(f"  - CPU per daemon: relays mean {statistics.mean(lcpu_r):.1f}% max "
             f"{max(lcpu_r):.1f}%; SIP nodes mean {statistics.mean(lcpu_p):.1f}% max "
-            f"{max(lcpu_p):.1f}% of one core")
+            f"{max(lcpu_p):.1f}% of one core; all {args.nodes} together "
+            f"{sum(load_cpu.values()):.0f}% (the machine has {os.cpu_count()} CPUs = "
+            f"{100 * os.cpu_count()}%)")
         lr = [v / 1024 for v in load_rss.values()]
         say(f"  - VmRSS per daemon at the end: min {min(lr):.1f} MiB, median "
             f"{statistics.median(lr):.1f} MiB, max {max(lr):.1f} MiB")

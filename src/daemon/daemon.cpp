@@ -143,7 +143,7 @@ void addSinks(const config::Config& c, Runtime& rt) {
     // queue sized for bursts; it commits what has queued (up to 5,000) every 50 ms or sooner.
     rt.bus.addSink(rt.store, {.name = "store",
                               .thread_name = "sp-store",
-                              .capacity = 262144,
+                              .capacity = 65536,
                               .max_batch = 5000,
                               .tick = std::chrono::milliseconds(50),
                               .lossless = true});
