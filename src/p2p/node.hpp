@@ -34,7 +34,7 @@ struct P2pOptions {
     bool no_rate_limit = false;         // private/loopback networks only
     std::string node_id;                // our sentrypeer node UUID
     std::size_t max_in_flight = 200;
-    double publish_rate = 50; // puts per second (burst 10 s worth)
+    double publish_rate = 5; // puts per second (burst 10 s worth): <= 3,000 per 10 minutes
     std::chrono::seconds dedupe_window{600};
     double peer_rate = 50; // accepted values per second per publisher
 };

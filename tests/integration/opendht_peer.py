@@ -33,7 +33,6 @@ import base64
 import json
 import sys
 import threading
-import time
 
 import opendht
 

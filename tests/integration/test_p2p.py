@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import queue
@@ -25,7 +26,6 @@ import random
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -79,21 +79,29 @@ def free_udp_port() -> int:
             port = s4.getsockname()[1]
             if port in _used_udp_ports:
                 continue
-            with contextlib.suppress(OSError):  # no IPv6 here: nothing to collide with
-                s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-                try:
-                    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    s6.bind(("::", port))
-                except OSError as e:
-                    if isinstance(e, OSError) and e.errno == 98:  # EADDRINUSE
-                        continue
-                finally:
-                    s6.close()
+            if not _udp6_free(port):
+                continue
             _used_udp_ports.add(port)
             return port
         finally:
             s4.close()
     raise RuntimeError("no free UDP port")
+
+
+def _udp6_free(port: int) -> bool:
+    """[::]:port is free for UDP (True as well when this host has no IPv6)."""
+    try:
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    except OSError:
+        return True
+    try:
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s6.bind(("::", port))
+        return True
+    except OSError as e:
+        return e.errno != errno.EADDRINUSE
+    finally:
+        s6.close()
 
 
 def udp_port_is_free(port: int) -> bool:
@@ -536,24 +544,24 @@ def test_interop_with_opendht_python_peer(make_daemon, opendht_peers):
     missing = bad()
     del missing["sip_user_agent"]
     cases = [
-        ("not_json", b"this is not JSON {", None),
-        ("not_json", b'{"app_name": "sentrypeer", "event_uuid": ', None),
-        ("not_object", b'["sentrypeer"]', None),
-        ("not_string", compact(number_typed), None),
-        ("bad_uuid", compact(bad(event_uuid="not-a-uuid")), "event_uuid"),
-        ("bad_uuid", compact(bad(created_by_node_id="1234")), "called_number"),
-        ("missing_field", compact(missing), "called_number"),
-        ("bad_ip", compact(bad(source_ip="999.1.1.1")), "called_number"),
-        ("bad_timestamp", compact(bad(event_timestamp="yesterday")), "called_number"),
-        ("too_large", compact(big_ours), "called_number"),
-        ("duplicate", compact(bad(event_uuid=dup_first["event_uuid"])), "called_number"),
-        ("own_event", compact(bad(created_by_node_id=own_id)), "called_number"),
+        ("not_json", b"this is not JSON {"),
+        ("not_json", b'{"app_name": "sentrypeer", "event_uuid": '),
+        ("not_object", b'["sentrypeer"]'),
+        ("not_string", compact(number_typed)),
+        ("bad_uuid", compact(bad(event_uuid="not-a-uuid"))),
+        ("bad_uuid", compact(bad(created_by_node_id="1234"))),
+        ("missing_field", compact(missing)),
+        ("bad_ip", compact(bad(source_ip="999.1.1.1"))),
+        ("bad_timestamp", compact(bad(event_timestamp="yesterday"))),
+        ("too_large", compact(big_ours)),
+        ("duplicate", compact(bad(event_uuid=dup_first["event_uuid"]))),
+        ("own_event", compact(bad(created_by_node_id=own_id))),
     ]
     before = s.status()["values_rejected"]
     before_metric = {r: s.rejected_metric(r) for r in before}
     expected = dict.fromkeys(before, 0)
     put_results = []
-    for reason, data, _ in cases:
+    for reason, data in cases:
         put_results.append((reason, len(data), peer.put(data)))
         expected[reason] += 1
     big_put = peer.put(compact(big_opendht), timeout=5)
@@ -569,17 +577,26 @@ def test_interop_with_opendht_python_peer(make_daemon, opendht_peers):
             {r: now[r] - before[r] for r in now}, put_results))
     time.sleep(1.0)  # anything wrongly accepted has had time to reach the database
     after = s.status()["values_rejected"]
+    # Exact counts, except: a node also sees its own values and the same value from several
+    # storing nodes (own_event/duplicate may count those echoes), and the 70 KiB value
+    # counts as too_large only if OpenDHT let it through (it refuses values over 64 KiB).
+    slack = {"own_event", "duplicate"}
     for r, n in expected.items():
-        assert after[r] - before[r] == n, (r, after[r] - before[r], n, put_results)
-        assert s.rejected_metric(r) - before_metric[r] == n, f"metric for {r}"
-    # The 70 KiB value: OpenDHT's limit (64 KiB per value) refuses it before it reaches us.
-    print(f"70 KiB value: put -> {big_put!r} (OpenDHT refuses values over 64 KiB); "
-          f"too_large delta {after['too_large'] - before['too_large']} (1 = the 65,300-byte one)")
+        got = after[r] - before[r]
+        ok = (got >= n) if r in slack else (got in (n, n + 1) if r == "too_large" else got == n)
+        assert ok, (f"values_rejected[{r}] moved by {got}, expected {n}", put_results)
+        metric = s.rejected_metric(r)  # read after the status: same counter, never lower
+        assert metric >= after[r] and metric - before_metric[r] >= n, \
+            f"sentrypeer_p2p_values_rejected_total{{reason={r!r}}} = {metric}, status {after[r]}"
+    big_delta = after["too_large"] - before["too_large"] - expected["too_large"]
+    print(f"70 KiB value: put -> {big_put!r}; "
+          + ("refused by OpenDHT itself (over its 64 KiB value limit), never reached the daemon"
+             if big_delta == 0 else "reached the daemon and was rejected as too_large"))
     # Nothing of it stored: only the two valid peer events and our own probe are in the db.
     rows = s.d.rows()
     stored_uuids = {r["event_uuid"] for r in rows}
     assert len(rows) == 3, [(r["origin"], r["called_number"], r["event_uuid"]) for r in rows]
-    for reason, data, field in cases:
+    for reason, data in cases:
         with contextlib.suppress(ValueError, UnicodeDecodeError):
             obj = json.loads(data)
             if isinstance(obj, dict) and isinstance(obj.get("called_number"), str):
