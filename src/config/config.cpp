@@ -62,9 +62,14 @@ std::string Config::dataDir() const {
 
 namespace {
 
+// parse() runs at startup, before any other thread exists: getenv is safe there.
+bool envSet(const std::string& name) {
+    return std::getenv(name.c_str()) != nullptr; // NOLINT(concurrency-mt-unsafe)
+}
+
 // Booleans from the environment or the config file: SentryPeer treats any set variable as
 // "on", even "0"; we accept exactly 1/true/yes/on and 0/false/no/off (any case).
-std::string normaliseBool(std::string v) {
+std::string normaliseBool(const std::string& v) {
     std::string lower = v;
     std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
     if (lower == "1" || lower == "true" || lower == "yes" || lower == "on") {
@@ -99,7 +104,7 @@ public:
     explicit TomlConfig(const CLI::App& app) {
         for (const CLI::Option* o : app.get_options()) {
             const std::string& env = o->get_envname();
-            if (!env.empty() && std::getenv(env.c_str()) != nullptr) {
+            if (!env.empty() && envSet(env)) {
                 for (const auto& name : o->get_lnames()) {
                     set_by_env_.push_back(name);
                 }
@@ -295,6 +300,7 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
     // CLI11 reads the config file before the environment, so SENTRYPEER_CONFIG_FILE is
     // handled here: it names the file unless -g/--config is on the command line.
     std::vector<std::string> args(argv + 1, argv + argc);
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): parse() runs at startup, before any thread.
     const char* env_config = std::getenv("SENTRYPEER_CONFIG_FILE");
     bool has_config_flag = std::any_of(args.begin(), args.end(), [](const std::string& a) {
         return a == "-g" || a == "--config" || a.rfind("--config=", 0) == 0 ||
@@ -332,7 +338,7 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
             bool on_command_line = std::any_of(args.begin(), args.end(), [&](const std::string& a) {
                 return o->check_name(a.substr(0, a.find('=')));
             });
-            if (!env.empty() && std::getenv(env.c_str()) != nullptr && !on_command_line &&
+            if (!env.empty() && envSet(env) && !on_command_line &&
                 what.find(o->get_name()) != std::string::npos) {
                 what += " (from " + env + ")";
                 break;
