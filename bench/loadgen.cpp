@@ -48,12 +48,12 @@ struct Options {
     std::string mode_name = "udp";
     std::string host = "127.0.0.1";
     std::uint16_t port = 5060;
-    double rate = 1000;     // messages (or connections) per second, all threads together
-    double duration = 10;   // seconds
+    double rate = 1000;   // messages (or connections) per second, all threads together
+    double duration = 10; // seconds
     unsigned threads = 1;
-    unsigned sources = 4;   // UDP source sockets (ports) per thread
-    unsigned src_ips = 1;   // source addresses 127.0.0.1 .. 127.0.0.N (loopback targets only)
-    unsigned batch = 64;    // UDP messages per sendmmsg()
+    unsigned sources = 4;    // UDP source sockets (ports) per thread
+    unsigned src_ips = 1;    // source addresses 127.0.0.1 .. 127.0.0.N (loopback targets only)
+    unsigned batch = 64;     // UDP messages per sendmmsg()
     std::uint64_t count = 0; // 0: rate x duration
     unsigned invite_percent = 50;
     std::string tag = "lg"; // Call-ID prefix, to count a run's rows afterwards
@@ -113,7 +113,8 @@ Options parseArgs(int argc, char** argv) {
                 usage("--target must be HOST:PORT");
             }
             o.host = t.substr(0, colon);
-            o.port = static_cast<std::uint16_t>(parseNumber("--target", t.c_str() + colon + 1, 1, 65535));
+            o.port = static_cast<std::uint16_t>(
+                parseNumber("--target", t.c_str() + colon + 1, 1, 65535));
         } else if (a == "--rate") {
             o.rate = parseNumber("--rate", v, 1, 10'000'000);
         } else if (a == "--duration") {
@@ -162,8 +163,14 @@ struct Rng {
 };
 
 constexpr const char* kUserAgents[] = {
-    "friendly-scanner", "sipcli/v1.8", "PortSIP VoIP SDK 11.2.2.3567", "Z 5.5.9 rv2.10.14.5",
-    "sipsak 0.9.8", "VaxSIPUserAgent/3.5", "pplsip", "Cisco-SIPGateway/IOS-12.x",
+    "friendly-scanner",
+    "sipcli/v1.8",
+    "PortSIP VoIP SDK 11.2.2.3567",
+    "Z 5.5.9 rv2.10.14.5",
+    "sipsak 0.9.8",
+    "VaxSIPUserAgent/3.5",
+    "pplsip",
+    "Cisco-SIPGateway/IOS-12.x",
 };
 constexpr const char* kPrefixes[] = {"00972", "011441", "900", "+44", "0046", "9011", "", "00"};
 
@@ -189,10 +196,11 @@ public:
         char body[256];
         int body_len = 0;
         if (invite) {
-            body_len = std::snprintf(body, sizeof body,
-                                     "v=0\r\no=- %" PRIu64 " 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\n"
-                                     "t=0 0\r\nm=audio %u RTP/AVP 0 8\r\na=sendrecv\r\n",
-                                     seq, src_ip, src_ip, 10000u + static_cast<unsigned>(r2 % 20000) * 2);
+            body_len =
+                std::snprintf(body, sizeof body,
+                              "v=0\r\no=- %" PRIu64 " 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\n"
+                              "t=0 0\r\nm=audio %u RTP/AVP 0 8\r\na=sendrecv\r\n",
+                              seq, src_ip, src_ip, 10000u + static_cast<unsigned>(r2 % 20000) * 2);
         }
         int n = std::snprintf(
             buf, cap,
@@ -208,15 +216,10 @@ public:
             "Allow: INVITE, ACK, CANCEL, OPTIONS, BYE\r\n"
             "%s"
             "Content-Length: %d\r\n\r\n%s",
-            method, prefix, number, o_.host.c_str(), o_.port,
-            transport_, src_ip, src_port, r2,
-            caller, caller, src_ip, r2 >> 32,
-            prefix, number, o_.host.c_str(),
-            o_.tag.c_str(), thread_ & 0xff, seq, static_cast<std::uint64_t>(r & 0xffffffffU), src_ip,
-            method,
-            caller, src_ip, src_port,
-            ua,
-            invite ? "Content-Type: application/sdp\r\n" : "",
+            method, prefix, number, o_.host.c_str(), o_.port, transport_, src_ip, src_port, r2,
+            caller, caller, src_ip, r2 >> 32, prefix, number, o_.host.c_str(), o_.tag.c_str(),
+            thread_ & 0xff, seq, static_cast<std::uint64_t>(r & 0xffffffffU), src_ip, method,
+            caller, src_ip, src_port, ua, invite ? "Content-Type: application/sdp\r\n" : "",
             body_len, invite ? body : "");
         if (n < 0 || static_cast<std::size_t>(n) >= cap) {
             std::fprintf(stderr, "sp_loadgen: message buffer too small\n");
@@ -282,8 +285,8 @@ struct Stats {
 
 struct Pacer {
     Clock::time_point start;
-    double rate;             // per thread
-    std::uint64_t total;     // per thread
+    double rate;         // per thread
+    std::uint64_t total; // per thread
     Clock::time_point hard_deadline;
 
     // Messages that should have been sent by now.
@@ -300,7 +303,8 @@ struct Pacer {
         auto now = Clock::now();
         if (when > now) {
             auto d = when - now;
-            std::this_thread::sleep_for(d < std::chrono::milliseconds(1) ? d : std::chrono::milliseconds(1));
+            std::this_thread::sleep_for(
+                d < std::chrono::milliseconds(1) ? d : std::chrono::milliseconds(1));
         }
     }
 };
@@ -468,7 +472,8 @@ void runTcpStream(const Options& o, unsigned t, Pacer p, Stats& st) {
         }
         if (!writeAll(fd, out.data(), out.size(), p)) {
             ++st.errors;
-            std::fprintf(stderr, "sp_loadgen: tcp-stream: send failed after %" PRIu64 " messages: %s\n",
+            std::fprintf(stderr,
+                         "sp_loadgen: tcp-stream: send failed after %" PRIu64 " messages: %s\n",
                          st.sent, p.expired() ? "time is up" : std::strerror(errno));
             break;
         }
@@ -496,9 +501,15 @@ int main(int argc, char** argv) {
         Pacer p{start, per_thread_rate, share, hard_deadline};
         threads.emplace_back([&o, t, p, &stats] {
             switch (o.mode) {
-            case Mode::Udp: runUdp(o, t, p, stats[t]); break;
-            case Mode::TcpConnections: runTcpConnections(o, t, p, stats[t]); break;
-            case Mode::TcpStream: runTcpStream(o, t, p, stats[t]); break;
+            case Mode::Udp:
+                runUdp(o, t, p, stats[t]);
+                break;
+            case Mode::TcpConnections:
+                runTcpConnections(o, t, p, stats[t]);
+                break;
+            case Mode::TcpStream:
+                runTcpStream(o, t, p, stats[t]);
+                break;
             }
         });
     }

@@ -253,6 +253,14 @@ Response textStream(std::shared_ptr<Page> page, std::string header,
     return r;
 }
 
+// One key per line: IPs for a firewall script, numbers for a dial plan.
+Response plainList(std::shared_ptr<Page> page) {
+    return textStream(
+        std::move(page), "",
+        [](std::string& out, const Entry& e, std::size_t) { out.append(e.key).push_back('\n'); },
+        "", "text/plain; charset=utf-8");
+}
+
 bool validSetName(const std::string& s) {
     return !s.empty() && s.size() <= 28 && std::all_of(s.begin(), s.end(), [](char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -505,20 +513,13 @@ Response Routes::ipAddresses(const Request& r) {
     };
     bool timeouts = max_age.count() > 0;
     if (format == "plain") {
-        return textStream(
-            std::move(page), "",
-            [](std::string& out, const Entry& e, std::size_t) {
-                out.append(e.key).push_back('\n');
-            },
-            "", "text/plain; charset=utf-8");
+        return plainList(std::move(page));
     }
     if (format == "ipset") {
         // `ipset restore -exist < file`: one set per address family.
-        std::string header;
-        for (const char* family : {"inet", "inet6"}) {
-            header += "create " + set + (family[4] ? "_v6" : "") + " hash:ip family " + family;
-            header += timeouts ? " timeout " + std::to_string(max_age.count()) + "\n" : "\n";
-        }
+        std::string options = timeouts ? " timeout " + std::to_string(max_age.count()) : "";
+        std::string header = "create " + set + " hash:ip family inet" + options + "\n" + "create " +
+                             set + "_v6 hash:ip family inet6" + options + "\n";
         return textStream(
             std::move(page), header,
             [set, timeout, timeouts](std::string& out, const Entry& e, std::size_t) {
@@ -592,12 +593,7 @@ Response Routes::numbers(const Request& r) {
             "", "text/csv; charset=utf-8");
     }
     if (format == "plain") {
-        return textStream(
-            std::move(page), "",
-            [](std::string& out, const Entry& e, std::size_t) {
-                out.append(e.key).push_back('\n');
-            },
-            "", "text/plain; charset=utf-8");
+        return plainList(std::move(page));
     }
     return invalid();
 }
