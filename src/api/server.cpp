@@ -2,11 +2,11 @@
 
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <optional>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include "core/version.hpp"
@@ -50,7 +50,7 @@ Request toRequest(const http::request<http::string_body>& req, bool& ok) {
 // One HTTP connection: read a request, answer it (streamed when the route streams), and
 // loop while keep-alive. Callback style rather than coroutines: Boost 1.74's coroutines do
 // not build with clang 14 + libstdc++ (fuzzing, clang-tidy). All handlers run on the
-// connection's strand, so members need no lock.
+// connection's worker thread (its own io_context), so members need no lock.
 class Session : public std::enable_shared_from_this<Session> {
 public:
     Session(tcp::socket socket, Routes& routes, asio::thread_pool& slow)
@@ -86,7 +86,7 @@ private:
             bad.body = R"({"error": "The request data was invalid"})";
             respond(request, std::move(bad));
         } else if (Routes::isSlow(request)) {
-            // SQL runs on the slow-route thread, the answer comes back to the strand.
+            // SQL runs on the slow-route thread, the answer comes back to the worker.
             asio::post(slow_, [self = shared_from_this(), request = std::move(request)]() mutable {
                 Response res = self->routes_.handle(request);
                 asio::post(self->stream_.get_executor(),
@@ -199,8 +199,12 @@ private:
 
 } // namespace
 
-Server::Server(asio::io_context& io, const tcp::endpoint& ep, Routes& routes)
-    : io_(io), acceptor_(io), retry_(io), routes_(routes) {
+Server::Server(asio::io_context& io, const tcp::endpoint& ep, Routes& routes, unsigned workers)
+    : acceptor_(io), retry_(io), routes_(routes) {
+    for (unsigned i = 0; i < std::max(1u, workers); ++i) {
+        workers_.push_back(std::make_unique<asio::io_context>(1));
+        guards_.push_back(asio::make_work_guard(*workers_.back()));
+    }
     boost::system::error_code ec;
     acceptor_.open(ep.protocol(), ec);
     if (!ec) {
@@ -229,17 +233,32 @@ Server::~Server() {
 }
 
 void Server::start() {
+    for (auto& w : workers_) {
+        threads_.emplace_back([ctx = w.get()] {
+            pthread_setname_np(pthread_self(), "sp-api");
+            ctx->run();
+        });
+    }
     accept();
 }
 
 void Server::stop() {
+    guards_.clear();
+    for (auto& w : workers_) {
+        w->stop();
+    }
+    for (auto& t : threads_) {
+        if (t.joinable()) {
+            t.join();
+        }
+    }
     slow_.stop();
     slow_.join();
 }
 
 void Server::accept() {
     acceptor_.async_accept(
-        asio::make_strand(io_),
+        *workers_[next_worker_++ % workers_.size()],
         [self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
             if (ec == asio::error::operation_aborted) {
                 return;

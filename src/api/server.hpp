@@ -1,14 +1,19 @@
 #pragma once
 // The HTTP/1.1 server (Boost.Beast) in front of Routes: keep-alive, HEAD, chunked streaming
 // of large lists, SentryPeer's headers on every response, request size and time limits.
-// Runs on the shared io_context (threads "sp-io"); /stats runs on its own thread so SQL
-// never stalls an io thread.
+// Connections are spread over worker threads ("sp-api"), each running its own io_context,
+// so a connection's handlers always run on one thread (no strand, no thread hopping:
+// that is what one-connection latency is made of). /stats runs on its own thread so SQL
+// never stalls a worker.
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "api/routes.hpp"
 
@@ -16,19 +21,26 @@ namespace sp::api {
 
 class Server : public std::enable_shared_from_this<Server> {
 public:
-    // Binds and listens now; throws listen-style std::runtime_error naming the address.
-    Server(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& ep, Routes& routes);
+    // Binds and listens now; throws std::runtime_error naming the address. The acceptor runs
+    // on `io`; `workers` (threads >= 1) get their own io_context and thread at start().
+    Server(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& ep, Routes& routes,
+           unsigned workers);
     ~Server();
 
     void start();
-    // Stops the slow-route thread (after the io threads have stopped).
+    // Stops the workers and the slow-route thread; open connections are dropped.
     void stop();
     boost::asio::ip::tcp::endpoint localEndpoint() const { return local_; }
 
 private:
     void accept();
 
-    boost::asio::io_context& io_;
+    using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+
+    std::vector<std::unique_ptr<boost::asio::io_context>> workers_;
+    std::vector<WorkGuard> guards_;
+    std::vector<std::thread> threads_;
+    std::size_t next_worker_ = 0; // acceptor's handler only
     boost::asio::ip::tcp::acceptor acceptor_;
     boost::asio::steady_timer retry_;
     boost::asio::ip::tcp::endpoint local_;

@@ -213,7 +213,7 @@ void startApi(const config::Config& c, Runtime& rt) {
         std::make_unique<api::Routes>(std::move(options), rt.store->index(), rt.clock, rt.metrics);
     rt.routes->registerMetrics(rt.metrics);
     rt.api = std::make_shared<api::Server>(rt.io, endpoint<asio::ip::tcp::endpoint>(c.api_listen),
-                                           *rt.routes);
+                                           *rt.routes, c.threads);
     auto ep = rt.api->localEndpoint();
     rt.listening.push_back("API http://" + c.api_listen.host + ":" + std::to_string(ep.port()));
 }
