@@ -418,8 +418,14 @@ int run(const config::Config& c) {
         rt.p2p->stop(); // no more peer events once the bus starts draining
     }
     rt.bus.stop();
+    // Exit 0 only when every accepted event reached the database.
+    if (rt.store->lost() > 0) {
+        spdlog::error("stopped: {} events stored this run, {} lost (database errors)",
+                      rt.store->stored(), rt.store->lost());
+        return 1;
+    }
     spdlog::info("stopped: {} events stored this run", rt.store->stored());
-    return rt.store->writeErrors() == 0 ? 0 : 1;
+    return 0;
 }
 
 } // namespace sp::daemon
