@@ -228,6 +228,9 @@ void registerMetrics(Runtime& rt) {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - rt.started).count());
     });
     rt.metrics.add([&rt](core::MetricsWriter& w) {
+        w.family("events_published_total", "counter",
+                 "Events handed to the bus (local captures and accepted peer events)");
+        w.sample(rt.bus.published());
         auto stats = rt.bus.stats();
         w.family("sink_queue_depth", "gauge", "Events waiting in each sink's queue");
         for (const auto& s : stats) {

@@ -72,9 +72,6 @@ public:
     // nothing must be sent (passive mode, ACK, responses, garbage).
     std::string handle(std::string_view bytes, const Meta& meta);
 
-    // Counts a 0-byte datagram.
-    void countEmpty(Transport t) { at(t).empty.fetch_add(1, std::memory_order_relaxed); }
-
     IngestCounters& counters() { return counters_; }
     const core::Clock& clock() const { return clock_; }
 
