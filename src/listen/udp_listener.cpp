@@ -49,34 +49,46 @@ void setOption(int fd, int level, int name, int value) {
 }
 
 // Fills source address/port from the sender and the destination address from PKTINFO.
-void fillMeta(const mmsghdr& m, const sockaddr_storage& from, const UdpListener& self, Meta& meta) {
+// The printable address; an IPv4-mapped IPv6 address (::ffff:192.0.2.1) as plain IPv4.
+// Runs per datagram: straight from the bytes, without parsing text back into an address.
+std::string ipText(int family, const void* addr) {
     char text[INET6_ADDRSTRLEN] = {};
+    if (family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(static_cast<const in6_addr*>(addr))) {
+        family = AF_INET;
+        addr = static_cast<const unsigned char*>(addr) + 12;
+    }
+    ::inet_ntop(family, addr, text, sizeof text);
+    return text;
+}
+
+// Fills source address/port from the sender and the destination address from PKTINFO.
+void fillMeta(const mmsghdr& m, const sockaddr_storage& from, const UdpListener& self, Meta& meta) {
     meta.transport = Transport::Udp;
     if (from.ss_family == AF_INET) {
         const auto& sin = reinterpret_cast<const sockaddr_in&>(from);
-        ::inet_ntop(AF_INET, &sin.sin_addr, text, sizeof text);
+        meta.source_ip = ipText(AF_INET, &sin.sin_addr);
         meta.source_port = ntohs(sin.sin_port);
     } else {
         const auto& sin6 = reinterpret_cast<const sockaddr_in6&>(from);
-        ::inet_ntop(AF_INET6, &sin6.sin6_addr, text, sizeof text);
+        meta.source_ip = ipText(AF_INET6, &sin6.sin6_addr);
         meta.source_port = ntohs(sin6.sin6_port);
     }
-    meta.source_ip = printable(boost::asio::ip::make_address(text));
     meta.destination_port = self.localEndpoint().port();
-    meta.destination_ip = printable(self.localEndpoint().address());
+    meta.destination_ip.clear();
     auto* hdr = const_cast<msghdr*>(&m.msg_hdr);
     for (cmsghdr* c = CMSG_FIRSTHDR(hdr); c != nullptr; c = CMSG_NXTHDR(hdr, c)) {
         if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
             in_pktinfo pi{};
             std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
-            ::inet_ntop(AF_INET, &pi.ipi_addr, text, sizeof text);
-            meta.destination_ip = text;
+            meta.destination_ip = ipText(AF_INET, &pi.ipi_addr);
         } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
             in6_pktinfo pi{};
             std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
-            ::inet_ntop(AF_INET6, &pi.ipi6_addr, text, sizeof text);
-            meta.destination_ip = printable(boost::asio::ip::make_address(text));
+            meta.destination_ip = ipText(AF_INET6, &pi.ipi6_addr);
         }
+    }
+    if (meta.destination_ip.empty()) { // no PKTINFO: the bound address
+        meta.destination_ip = printable(self.localEndpoint().address());
     }
 }
 
