@@ -33,7 +33,12 @@ void EventBus::Channel::run() {
         bool done = false;
         {
             std::unique_lock lock(mutex);
-            not_empty.wait_for(lock, options.tick, [&] { return !items.empty() || stopping; });
+            if (options.linger.count() > 0) {
+                not_empty.wait_for(lock, std::min(options.linger, options.tick),
+                                   [&] { return items.size() >= options.max_batch || stopping; });
+            } else {
+                not_empty.wait_for(lock, options.tick, [&] { return !items.empty() || stopping; });
+            }
             batch.swap(items);
             depth.store(0, std::memory_order_relaxed);
             done = stopping && batch.empty();
@@ -102,8 +107,9 @@ void EventBus::publish(const core::EventPtr& event) {
                 ch->not_full.wait(
                     lock, [&] { return ch->items.size() < ch->options.capacity || ch->stopping; });
             }
-            wake = ch->items.empty();
             ch->items.push_back(event);
+            wake = ch->options.linger.count() > 0 ? ch->items.size() == ch->options.max_batch
+                                                  : ch->items.size() == 1;
             ch->depth.store(ch->items.size(), std::memory_order_relaxed);
         }
         ch->accepted.fetch_add(1, std::memory_order_relaxed);

@@ -35,6 +35,10 @@ struct SinkOptions {
     std::size_t capacity = 65536;
     std::size_t max_batch = 1000;
     std::chrono::milliseconds tick{50};
+    // How long events may gather in the queue before the sink thread takes them; a full
+    // max_batch or stop() wakes it sooner. 0: woken by the first event. Batching trades this
+    // much latency for fewer, larger consume() calls (the store: fewer transactions).
+    std::chrono::milliseconds linger{0};
     bool lossless = false;
 };
 

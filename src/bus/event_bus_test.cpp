@@ -128,3 +128,40 @@ TEST(EventBus, ReopenRunsOnSinkThread) {
     b.stop();
     EXPECT_EQ(sink->reopens, 1);
 }
+
+TEST(EventBus, LingerGathersEventsIntoOneBatchUnlessMaxBatchIsReached) {
+    bus::EventBus b;
+    auto sink = std::make_shared<RecordingSink>();
+    b.addSink(sink, {.name = "rec",
+                     .thread_name = "t-rec",
+                     .capacity = 1000,
+                     .max_batch = 50,
+                     .tick = 10s,
+                     .linger = 10s,
+                     .lossless = true});
+    b.start();
+    for (int i = 0; i < 49; ++i) {
+        b.publish(event(i));
+    }
+    std::this_thread::sleep_for(100ms);
+    {
+        std::lock_guard lock(sink->mutex);
+        EXPECT_TRUE(sink->seen.empty()); // lingering: not woken by the first event
+    }
+    b.publish(event(49)); // the 50th: a full batch wakes the sink at once
+    for (int i = 0; i < 500; ++i) {
+        std::lock_guard lock(sink->mutex);
+        if (sink->seen.size() == 50) {
+            break;
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    {
+        std::lock_guard lock(sink->mutex);
+        EXPECT_EQ(sink->seen.size(), 50u);
+        EXPECT_EQ(sink->max_batch, 50u);
+    }
+    b.publish(event(50));
+    b.stop(); // stop wakes it too: nothing is left behind
+    EXPECT_EQ(sink->seen.size(), 51u);
+}

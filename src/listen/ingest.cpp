@@ -40,7 +40,8 @@ std::string Ingest::handle(std::string_view bytes, const Meta& meta) {
         return {};
     }
     c.bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
-    sip::Message msg = sip::parse(bytes);
+    sip::Message msg =
+        sip::parse(bytes, options_.responsive ? sip::Detail::Reply : sip::Detail::Event);
 
     auto e = std::make_shared<core::Event>();
     e->app_version = core::kVersion;

@@ -15,9 +15,10 @@ void initParser();
 enum class Kind {
     Request,   // a SIP request osip could parse
     Response,  // a SIP response (status line): recorded, never answered
-    Malformed, // anything else: garbage, binary, a body shorter than its Content-Length, a
-               // NUL or lone CR among the headers, or headers too complex to parse in bounded
-               // time (over 256 of ';' ',' '&' '%' and line breaks)
+    Malformed, // anything else: garbage, binary, a body shorter than its Content-Length, or
+               // a start line or To/From/Via/Call-ID/CSeq/User-Agent header osip rejects, holds
+               // a NUL or lone CR, or finds too complex to parse in bounded time (over 256 of
+               // ';' ',' '&' '%' and line breaks). Other headers are not parsed (see parse()).
 };
 
 // What the daemon needs from one message. Strings are sanitised (core::sanitizeBytes):
@@ -43,7 +44,12 @@ struct Message {
     bool has_body = false;
 };
 
-// Parses bytes (at most 65,507 for UDP, 64 KiB for TCP; any length must be safe).
-Message parse(std::string_view bytes);
+// How much of a request to extract: the event's fields only, or also what the responder
+// echoes (request_uri ... has_body). Kind and the event's fields are the same either way.
+enum class Detail { Event, Reply };
+
+// Parses bytes (at most 65,507 for UDP, 64 KiB for TCP; any length must be safe). libosip2
+// parses the start line and the headers above only; the body is measured, never parsed.
+Message parse(std::string_view bytes, Detail detail = Detail::Reply);
 
 } // namespace sp::sip

@@ -22,6 +22,7 @@
 #include "core/clock.hpp"
 #include "core/event.hpp"
 #include "core/guarded.hpp"
+#include "core/string_map.hpp"
 
 namespace sp::store {
 
@@ -54,7 +55,7 @@ struct Seen {
 // read by any thread (API). Reads take a shared lock; never hold the visitor long.
 class Index {
 public:
-    using Map = std::unordered_map<std::string, Seen>;
+    using Map = core::StringMap<Seen>;
     struct Maps {
         Map by_ip;
         Map by_number;

@@ -171,8 +171,9 @@ TEST_F(StoreTest, StoresEveryColumn) {
     }
 
     Db db(path_);
-    EXPECT_EQ(db.value("PRAGMA user_version"), "1");
+    EXPECT_EQ(db.value("PRAGMA user_version"), "2");
     EXPECT_EQ(db.value("PRAGMA journal_mode"), "wal");
+    EXPECT_EQ(db.value("PRAGMA page_size"), "16384"); // a new database
     auto rows =
         db.rows("SELECT event_timestamp, event_uuid, collected_method, source_ip, called_number,"
                 " transport_type, method, user_agent, sip_message, created_by_node_id, created_at,"
@@ -222,19 +223,14 @@ TEST_F(StoreTest, SchemaHasSentryPeerColumnsThenOursAndIndexes) {
                                  "tbl_name = 'honey' ORDER BY name")) {
         indexes.push_back(r[0]);
     }
-    std::vector<std::string> expected_indexes{"honey_called_number_time", "honey_event_time",
-                                              "honey_peer_event_uuid", "honey_source_ip_time"};
+    std::vector<std::string> expected_indexes{"honey_peer_event_uuid", "honey_time_keys"};
     EXPECT_EQ(indexes, expected_indexes);
-    // Lookups by IP and by number use the (key, event_time) indexes.
-    EXPECT_NE(db.rows("EXPLAIN QUERY PLAN SELECT * FROM honey WHERE source_ip = '192.0.2.1'")
+    // Reads by time window (the /stats tops, retention) are answered by the time index alone.
+    EXPECT_NE(db.rows("EXPLAIN QUERY PLAN SELECT called_number, COUNT(*) FROM honey WHERE "
+                      "event_time >= 0 GROUP BY called_number")
                   .at(0)
                   .back()
-                  .find("honey_source_ip_time"),
-              std::string::npos);
-    EXPECT_NE(db.rows("EXPLAIN QUERY PLAN SELECT * FROM honey WHERE called_number = '100'")
-                  .at(0)
-                  .back()
-                  .find("honey_called_number_time"),
+                  .find("COVERING INDEX honey_time_keys"),
               std::string::npos);
     // The peer-event deduplication lookup uses the partial index.
     EXPECT_NE(db.rows("EXPLAIN QUERY PLAN SELECT 1 FROM honey WHERE event_uuid = 'x' AND "
@@ -435,6 +431,42 @@ TEST_F(StoreTest, RetentionPrunesOldRowsInChunksAndTheIndexFollows) {
     });
 }
 
+// After retention, a key's `first` is found by a bounded forward scan (5,000 rows per tick):
+// a lower bound (the newest removed time) until the scan reaches the key's oldest remaining
+// row, exact afterwards. Keys removed while a round runs are searched by the next round.
+TEST_F(StoreTest, FirstSeenAfterRetentionIsRefreshedByABoundedScan) {
+    StoreOptions o = options();
+    o.max_age = 1h;
+    o.prune_chunk = 10;
+    TimePoint t0 = clock_.now();
+    Store store(o, clock_);
+    std::vector<core::EventPtr> batch{event("192.0.2.1", "1", t0)};
+    for (int i = 0; i < 12000; ++i) { // 12,000 rows of another key between A's two rows
+        batch.push_back(event("192.0.2.2", "2", t0 + 1h + std::chrono::milliseconds(i)));
+    }
+    batch.push_back(event("192.0.2.1", "1", t0 + 2h));
+    consume(store, batch);
+    const Index& index = store.index();
+
+    clock_.set(t0 + 1h + 1min); // only the row at t0 is old
+    store.tick();               // prunes it, then scans the first 5,000 rows
+    EXPECT_EQ(store.pruned(), 1u);
+    EXPECT_EQ(index.ip("192.0.2.1")->count, 1u);
+    EXPECT_EQ(index.ip("192.0.2.1")->first, t0); // not found yet: the lower bound
+    store.tick();
+    EXPECT_EQ(index.ip("192.0.2.1")->first, t0);
+    store.tick(); // rows 10,000 to 12,001: found
+    EXPECT_EQ(index.ip("192.0.2.1")->first, t0 + 2h);
+    EXPECT_EQ(index.number("1")->first, t0 + 2h);
+    EXPECT_EQ(index.number("2")->first, t0 + 1h); // untouched
+
+    clock_.set(t0 + 2h + 5ms); // the first five rows of key 2 are old
+    store.pruneAll();          // prunes, then scans to the end
+    EXPECT_EQ(index.ip("192.0.2.2")->count, 11995u);
+    EXPECT_EQ(index.ip("192.0.2.2")->first, t0 + 1h + 5ms);
+    EXPECT_EQ(index.number("2")->first, t0 + 1h + 5ms);
+}
+
 TEST_F(StoreTest, PruneAllRemovesEveryOldRow) {
     StoreOptions o = options();
     o.max_age = 1h;
@@ -544,7 +576,7 @@ TEST_F(StoreTest, OpensSentryPeerDatabaseAndMigratesIt) {
     {
         Store store(o, clock_);
         Db db(path_);
-        EXPECT_EQ(db.value("PRAGMA user_version"), "1");
+        EXPECT_EQ(db.value("PRAGMA user_version"), "2");
         auto rows = db.rows("SELECT event_timestamp, source_ip, called_number, user_agent, "
                             "created_at, origin, app_version, source_port, event_time FROM honey "
                             "ORDER BY honey_id");
@@ -560,15 +592,12 @@ TEST_F(StoreTest, OpensSentryPeerDatabaseAndMigratesIt) {
         EXPECT_EQ(rows[1][8], std::to_string(expectedLocalMicros(2024, 3, 1, 12, 35, 0, 988)));
         // Unparseable event_timestamp: created_at, which is UTC.
         EXPECT_EQ(rows[2][8], std::to_string(micros(*core::parseTimestamp("2024-03-01 10:00:00"))));
-        // SentryPeer's indexes are superseded by (column, event_time) ones and, for
-        // event_uuid, by one on peer events.
+        // SentryPeer's indexes are superseded by the time index and, for event_uuid, by one
+        // on peer events; version 1's per-key indexes are gone again.
+        EXPECT_EQ(db.number("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"), 2);
         EXPECT_EQ(db.number("SELECT COUNT(*) FROM sqlite_master WHERE name IN "
-                            "('source_ip_index', 'called_number_index', 'event_uuid_index')"),
-                  0);
-        EXPECT_EQ(db.number("SELECT COUNT(*) FROM sqlite_master WHERE name IN "
-                            "('honey_peer_event_uuid', 'honey_source_ip_time', "
-                            "'honey_called_number_time', 'honey_event_time')"),
-                  4);
+                            "('honey_peer_event_uuid', 'honey_time_keys')"),
+                  2);
 
         EXPECT_EQ(store.index().events(), 3u);
         EXPECT_EQ(store.index().ip("203.0.113.5")->count, 2u);
@@ -577,26 +606,26 @@ TEST_F(StoreTest, OpensSentryPeerDatabaseAndMigratesIt) {
         EXPECT_EQ(store.stored(), 1u);
         EXPECT_EQ(store.index().ip("203.0.113.5")->count, 3u);
     }
-    Store again(o, clock_); // already at schema 1: nothing to migrate twice
+    Store again(o, clock_); // already at schema 2: nothing to migrate twice
     EXPECT_EQ(rowCount(), 4);
     EXPECT_EQ(again.index().events(), 4u);
-    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "1");
+    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "2");
 }
 
 TEST_F(StoreTest, RefusesNewerSchema) {
     {
         Db db(path_);
-        db.exec("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY); PRAGMA user_version = 2;");
+        db.exec("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY); PRAGMA user_version = 3;");
     }
     try {
         Store store(options(), clock_);
-        FAIL() << "opened a schema 2 database";
+        FAIL() << "opened a schema 3 database";
     } catch (const StoreError& e) {
         EXPECT_EQ(std::string(e.what()),
-                  fmt::format("database {} was written by a newer sentrypeer (schema 2, we know 1)",
+                  fmt::format("database {} was written by a newer sentrypeer (schema 3, we know 2)",
                               path_.string()));
     }
-    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "2");
+    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "3");
 }
 
 TEST_F(StoreTest, RefusesAFileThatIsNotADatabase) {

@@ -72,7 +72,7 @@ def test_legacy_db_migrated_rows_kept(make_daemon, tmp_path):
     cols = columns(db)
     assert cols[:len(LEGACY_COLUMNS)] == LEGACY_COLUMNS, f"legacy columns changed: {cols}"
     assert set(NEW_COLUMNS) <= set(cols), f"missing new columns: {set(NEW_COLUMNS) - set(cols)}"
-    assert db_query(db, "PRAGMA user_version")[0]["user_version"] == 1
+    assert db_query(db, "PRAGMA user_version")[0]["user_version"] == 2
     assert db_query(db, "PRAGMA journal_mode")[0]["journal_mode"] == "wal"
 
     rows = d.rows()
