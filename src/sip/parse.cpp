@@ -101,26 +101,10 @@ public:
     ArenaScope& operator=(const ArenaScope&) = delete;
 };
 
-// Owns an osip_message_t.
-class OsipMessage {
-public:
-    OsipMessage() {
-        if (osip_message_init(&msg_) != 0) {
-            msg_ = nullptr;
-        }
-    }
-    ~OsipMessage() {
-        if (msg_ != nullptr) {
-            osip_message_free(msg_);
-        }
-    }
-    OsipMessage(const OsipMessage&) = delete;
-    OsipMessage& operator=(const OsipMessage&) = delete;
-    osip_message_t* get() const { return msg_; }
-
-private:
-    osip_message_t* msg_ = nullptr;
+struct OsipMessageFree {
+    void operator()(osip_message_t* m) const noexcept { osip_message_free(m); }
 };
+using OsipMessage = std::unique_ptr<osip_message_t, OsipMessageFree>;
 
 // Runs an osip *_to_str function and returns its result sanitised as a single line; empty
 // when osip fails.
@@ -224,19 +208,23 @@ bool isSafeForOsip(std::string_view head) {
     return true;
 }
 
-// The headers osip is given: what the event and the responder read. osip parses every
-// header it is handed (Contact, Allow, Supported ... are half of a typical probe) and needs
-// the body whenever a Content-Type is present, so only these go in.
-bool isWantedHeader(std::string_view name) {
-    return isHeaderName(name, "to", 't') || isHeaderName(name, "user-agent") ||
-           isHeaderName(name, "via", 'v') || isHeaderName(name, "from", 'f') ||
-           isHeaderName(name, "call-id", 'i') || isHeaderName(name, "cseq");
+// The headers osip is given: what the event reads (To, User-Agent), and for Detail::Reply
+// what the responder echoes (Via, From, Call-ID, CSeq). osip parses every header it is
+// handed (Contact, Allow, Supported ... are half of a typical probe) and needs the body
+// whenever a Content-Type is present, so only these go in.
+bool isWantedHeader(std::string_view name, Detail detail) {
+    if (isHeaderName(name, "to", 't') || isHeaderName(name, "user-agent")) {
+        return true;
+    }
+    return detail == Detail::Reply &&
+           (isHeaderName(name, "via", 'v') || isHeaderName(name, "from", 'f') ||
+            isHeaderName(name, "call-id", 'i') || isHeaderName(name, "cseq"));
 }
 
 // Builds osip's input in `out`: the start line and the wanted headers of `head` (with their
 // folded continuation lines, and any line without a colon, which osip then judges), ending
 // with the empty line. osip scans with strchr/strstr, so out is NUL-terminated (std::string).
-void osipInput(std::string_view head, std::string& out) {
+void osipInput(std::string_view head, Detail detail, std::string& out) {
     out.clear();
     bool keep = true; // the start line
     std::size_t pos = 0;
@@ -253,8 +241,8 @@ void osipInput(std::string_view head, std::string& out) {
         }
         if (pos > 0 && text.front() != ' ' && text.front() != '\t') {
             std::size_t colon = text.find(':');
-            keep =
-                colon == std::string_view::npos || isWantedHeader(trimLws(text.substr(0, colon)));
+            keep = colon == std::string_view::npos ||
+                   isWantedHeader(trimLws(text.substr(0, colon)), detail);
         }
         if (keep) {
             out.append(line);
@@ -265,6 +253,22 @@ void osipInput(std::string_view head, std::string& out) {
         pos = end;
     }
     out.append("\r\n");
+}
+
+// osip's parse of the start line and the headers `detail` needs; null when osip rejects them
+// or they are unsafe for it. Call within an ArenaScope.
+OsipMessage parseHead(std::string_view head, Detail detail) {
+    thread_local std::string buffer; // reused: no allocation per message
+    osipInput(head, detail, buffer);
+    osip_message_t* raw = nullptr;
+    if (!isSafeForOsip(buffer) || osip_message_init(&raw) != 0) {
+        return nullptr;
+    }
+    OsipMessage msg(raw);
+    if (osip_message_parse(raw, buffer.c_str(), buffer.size()) != 0) {
+        return nullptr;
+    }
+    return msg;
 }
 
 // The first Content-Type value of a header section (a view into it).
@@ -387,20 +391,19 @@ Message parse(std::string_view bytes, Detail detail) {
             m.user_agent = rawUserAgent(start);
             return m;
         }
-        thread_local std::string buffer; // reused: no allocation per message
-        osipInput(head, buffer);
-        if (!isSafeForOsip(buffer)) {
-            m.user_agent = rawUserAgent(start);
-            return m;
-        }
         initParser();
-        const ArenaScope arena; // declared before owner: osip frees into it first
-        OsipMessage owner;
-        osip_message_t* sip = owner.get();
-        if (sip == nullptr || osip_message_parse(sip, buffer.c_str(), buffer.size()) != 0) {
+        const ArenaScope arena; // declared before the message: osip frees into it first
+        OsipMessage parsed = parseHead(head, detail);
+        if (!parsed && detail == Detail::Reply) {
+            // What the event reads may still parse: recorded as what it is, not answered.
+            parsed = parseHead(head, Detail::Event);
+            detail = Detail::Event;
+        }
+        if (!parsed) {
             m.user_agent = rawUserAgent(start);
             return m;
         }
+        const osip_message_t* sip = parsed.get();
         fillEventFields(sip, m);
         if (response || !MSG_IS_REQUEST(sip) || sip->req_uri == nullptr ||
             !isToken(view(sip->sip_method))) {

@@ -16,9 +16,9 @@ enum class Kind {
     Request,   // a SIP request osip could parse
     Response,  // a SIP response (status line): recorded, never answered
     Malformed, // anything else: garbage, binary, a body shorter than its Content-Length, or
-               // a start line or To/From/Via/Call-ID/CSeq/User-Agent header osip rejects, holds
-               // a NUL or lone CR, or finds too complex to parse in bounded time (over 256 of
-               // ';' ',' '&' '%' and line breaks). Other headers are not parsed (see parse()).
+               // a start line, To or User-Agent that osip rejects, that holds a NUL or lone CR,
+               // or that is too complex to parse in bounded time (over 256 of ';' ',' '&' '%'
+               // and line breaks). Other headers cannot make a message Malformed.
 };
 
 // What the daemon needs from one message. Strings are sanitised (core::sanitizeBytes):
@@ -45,7 +45,9 @@ struct Message {
 };
 
 // How much of a request to extract: the event's fields only, or also what the responder
-// echoes (request_uri ... has_body). Kind and the event's fields are the same either way.
+// echoes (request_uri ... has_body). Kind and the event's fields are the same either way: a
+// request whose Via, From, Call-ID or CSeq osip rejects is still a Request, with the
+// responder's fields left empty (so it is not answered).
 enum class Detail { Event, Reply };
 
 // Parses bytes (at most 65,507 for UDP, 64 KiB for TCP; any length must be safe). libosip2
