@@ -103,7 +103,9 @@ struct Runtime {
     std::unique_ptr<asio::ssl::context> tls;
     std::shared_ptr<p2p::P2pNode> p2p;
     std::unique_ptr<api::Routes> routes;
-    asio::io_context io;
+    asio::io_context io; // listeners and the API's acceptor; run by the first sp-io thread
+    // One context per further sp-io thread; TCP/TLS connections are spread over io and these.
+    std::vector<std::unique_ptr<asio::io_context>> connection_io;
     std::shared_ptr<api::Server> api;
     std::vector<std::shared_ptr<listen::UdpListener>> udp;
     std::vector<std::shared_ptr<listen::TcpListener>> tcp;
@@ -118,13 +120,19 @@ void startListeners(const config::Config& c, Runtime& rt, const std::string& nod
     rt.limits = std::make_unique<listen::ConnectionLimits>(c.tcp_max_connections, c.tcp_max_per_ip);
     listen::TcpOptions tcp{c.sip_responsive, 64UL * 1024, c.tcp_max_connections, c.tcp_max_per_ip,
                            c.tcp_idle_timeout};
+    std::vector<asio::io_context*> connection_io{&rt.io};
+    for (unsigned i = 1; i < c.threads; ++i) {
+        connection_io.push_back(
+            rt.connection_io.emplace_back(std::make_unique<asio::io_context>(1)).get());
+    }
     for (const auto& hp : c.sip_listen) {
         auto udp = std::make_shared<listen::UdpListener>(
             rt.io, endpoint<asio::ip::udp::endpoint>(hp), *rt.ingest, c.sip_responsive);
         rt.listening.push_back(listen::describe("UDP", udp->localEndpoint()));
         rt.udp.push_back(std::move(udp));
         auto t = std::make_shared<listen::TcpListener>(rt.io, endpoint<asio::ip::tcp::endpoint>(hp),
-                                                       *rt.ingest, tcp, *rt.limits, nullptr);
+                                                       *rt.ingest, tcp, *rt.limits, nullptr,
+                                                       connection_io);
         rt.listening.push_back(listen::describe("TCP", t->localEndpoint()));
         rt.tcp.push_back(std::move(t));
     }
@@ -132,7 +140,7 @@ void startListeners(const config::Config& c, Runtime& rt, const std::string& nod
         rt.tls = listen::makeTlsContext(c.cert, c.key, c.dataDir());
         auto t = std::make_shared<listen::TcpListener>(
             rt.io, endpoint<asio::ip::tcp::endpoint>(*c.tls_listen), *rt.ingest, tcp, *rt.limits,
-            rt.tls.get());
+            rt.tls.get(), connection_io);
         rt.listening.push_back(listen::describe("TLS", t->localEndpoint()));
         rt.tcp.push_back(std::move(t));
     }
@@ -387,10 +395,16 @@ int run(const config::Config& c) {
     if (rt.api) {
         rt.api->start();
     }
-    for (unsigned i = 0; i < c.threads; ++i) {
-        rt.io_threads.emplace_back([&rt] {
+    // sp-io threads: the first runs the listeners' context, each other one a context of
+    // connections (kept running while idle by a work guard).
+    std::vector<asio::io_context*> io_contexts{&rt.io};
+    for (auto& ctx : rt.connection_io) {
+        io_contexts.push_back(ctx.get());
+    }
+    for (asio::io_context* ctx : io_contexts) {
+        rt.io_threads.emplace_back([ctx, guard = asio::make_work_guard(*ctx)] {
             pthread_setname_np(pthread_self(), "sp-io");
-            rt.io.run();
+            ctx->run();
         });
     }
 
@@ -412,6 +426,9 @@ int run(const config::Config& c) {
     }
     // Stop the network first, then drain: no producer is left when the bus stops.
     rt.io.stop();
+    for (auto& ctx : rt.connection_io) {
+        ctx->stop();
+    }
     for (auto& t : rt.io_threads) {
         t.join();
     }

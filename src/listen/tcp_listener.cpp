@@ -212,9 +212,9 @@ private:
 
 TcpListener::TcpListener(asio::io_context& io, const tcp::endpoint& ep, Ingest& ingest,
                          const TcpOptions& options, ConnectionLimits& limits,
-                         asio::ssl::context* tls)
-    : io_(io), acceptor_(io), retry_(io), ingest_(ingest), options_(options), limits_(limits),
-      tls_(tls) {
+                         asio::ssl::context* tls, std::vector<asio::io_context*> connection_io)
+    : io_(io), connection_io_(std::move(connection_io)), acceptor_(io), retry_(io), ingest_(ingest),
+      options_(options), limits_(limits), tls_(tls) {
     boost::system::error_code ec;
     const char* proto = tls != nullptr ? "TLS" : "TCP";
     acceptor_.open(ep.protocol(), ec);
@@ -240,9 +240,16 @@ void TcpListener::start() {
     accept();
 }
 
+asio::io_context& TcpListener::nextConnectionContext() {
+    if (connection_io_.empty()) {
+        return io_;
+    }
+    return *connection_io_[next_connection_io_++ % connection_io_.size()];
+}
+
 void TcpListener::accept() {
     acceptor_.async_accept(
-        asio::make_strand(io_),
+        asio::make_strand(nextConnectionContext()),
         [self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
             if (ec == asio::error::operation_aborted) {
                 return;

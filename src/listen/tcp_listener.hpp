@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "listen/ingest.hpp"
 
@@ -49,9 +50,12 @@ class TcpListener : public std::enable_shared_from_this<TcpListener> {
 public:
     // Binds and listens now; throws ListenError naming the address. With tls set, every
     // connection starts with a TLS handshake (TLS >= 1.2, context from listen/tls.hpp).
+    // Accepted connections are spread round-robin over connection_io (each context run by
+    // one thread: a connection's handlers then never hop threads); empty means `io`.
     TcpListener(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& ep,
                 Ingest& ingest, const TcpOptions& options, ConnectionLimits& limits,
-                boost::asio::ssl::context* tls);
+                boost::asio::ssl::context* tls,
+                std::vector<boost::asio::io_context*> connection_io = {});
 
     void start();
     boost::asio::ip::tcp::endpoint localEndpoint() const { return local_; }
@@ -59,7 +63,11 @@ public:
 private:
     void accept();
 
+    boost::asio::io_context& nextConnectionContext();
+
     boost::asio::io_context& io_;
+    std::vector<boost::asio::io_context*> connection_io_;
+    std::size_t next_connection_io_ = 0; // only touched by the acceptor's handler
     boost::asio::ip::tcp::acceptor acceptor_;
     boost::asio::steady_timer retry_;
     boost::asio::ip::tcp::endpoint local_;
