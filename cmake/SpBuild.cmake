@@ -15,6 +15,11 @@ if(SP_SANITIZE)
         -fno-sanitize-recover=undefined)
     add_link_options(-fsanitize=address,undefined)
 endif()
+# Under AddressSanitizer (and in fuzz builds) libosip2 allocates with malloc, not from the
+# parser's arena, so that every osip allocation is checked (src/sip/parse.cpp).
+if(SP_SANITIZE OR SP_FUZZ)
+    add_compile_definitions(SP_NO_OSIP_ARENA)
+endif()
 
 # sp_library(NAME SOURCES ... DEPS ...): a static library sp_<NAME> built from a folder.
 function(sp_library name)

@@ -27,7 +27,14 @@ void discardTrace(const char*, int, osip_trace_level_t, const char*, va_list) {}
 // part) and frees them all at osip_message_free: a fifth of the parse time in malloc/free.
 // While a thread parses, its osip allocations come from a per-thread bump arena that is
 // rewound after the message; anything larger than what is left falls back to malloc. Outside
-// parse() (and before initParser() installs the hooks) osip uses malloc as usual.
+// parse() (and before initParser() installs the hooks) osip uses malloc as usual. Sanitizer
+// and fuzz builds define SP_NO_OSIP_ARENA: AddressSanitizer then sees each osip allocation.
+#if defined(SP_NO_OSIP_ARENA)
+constexpr bool kOsipArena = false;
+#else
+constexpr bool kOsipArena = true;
+#endif
+
 class Arena {
 public:
     static constexpr std::size_t kSize = 256 * 1024;
@@ -353,7 +360,9 @@ void fillResponderFields(const osip_message_t* sip, std::string_view start_line,
 void initParser() {
     std::call_once(g_init_once, [] {
         parser_init();
-        osip_set_allocators(arenaMalloc, arenaRealloc, arenaFree);
+        if constexpr (kOsipArena) {
+            osip_set_allocators(arenaMalloc, arenaRealloc, arenaFree);
+        }
         osip_trace_initialize_func(TRACE_LEVEL0, discardTrace);
         for (int level = TRACE_LEVEL0; level < END_TRACE_LEVEL; ++level) {
             osip_trace_disable_level(static_cast<osip_trace_level_t>(level));

@@ -836,16 +836,18 @@ bool Store::Impl::refreshFirst(std::size_t rows) {
         report("refreshing first-seen times failed", 1);
         return false;
     }
-    store.index_.write([&](Index::Maps& maps) {
-        for (std::size_t k = 0; k < kKeyColumns.size(); ++k) {
-            Index::Map& map = maps.*kKeyColumns[k].map;
-            for (const auto& [key, t] : found[k]) {
-                if (auto it = map.find(key); it != map.end()) {
-                    it->second.first = fromMicros(t);
+    if (std::any_of(found.begin(), found.end(), [](const auto& f) { return !f.empty(); })) {
+        store.index_.write([&](Index::Maps& maps) {
+            for (std::size_t k = 0; k < kKeyColumns.size(); ++k) {
+                Index::Map& map = maps.*kKeyColumns[k].map;
+                for (const auto& [key, t] : found[k]) {
+                    if (auto it = map.find(key); it != map.end()) {
+                        it->second.first = fromMicros(t);
+                    }
                 }
             }
-        }
-    });
+        });
+    }
     if (seen < rows) { // the end of the table: keys not found have no rows left
         for (auto& keys : r.round) {
             keys.clear();

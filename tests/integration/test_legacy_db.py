@@ -95,9 +95,12 @@ def test_legacy_db_migrated_rows_kept(make_daemon, tmp_path):
     # SentryPeer's own queries still work on the migrated file.
     assert db_query(db, "SELECT source_ip, count(*) AS n FROM honey GROUP BY source_ip "
                         "ORDER BY source_ip")[0] == {"source_ip": "127.0.0.1", "n": 1}
-    idx = {r["name"] for r in db_query(db, "PRAGMA index_list(honey)")}
-    indexed = {db_query(db, f"PRAGMA index_info('{i}')")[0]["name"] for i in idx}
-    assert {"source_ip", "called_number", "event_uuid"} <= indexed, indexed
+    # SentryPeer's per-column indexes are replaced (docs/ARCHITECTURE.md, Storage): one
+    # append-only index on (event_time, source_ip, called_number), one on peer event UUIDs.
+    idx = {r["name"]: [c["name"] for c in db_query(db, f"PRAGMA index_info('{r['name']}')")]
+           for r in db_query(db, "PRAGMA index_list(honey)")}
+    assert idx == {"honey_time_keys": ["event_time", "source_ip", "called_number"],
+                   "honey_peer_event_uuid": ["event_uuid"]}, idx
 
 
 def test_retention_prunes_old_legacy_rows(make_daemon, tmp_path):
