@@ -12,6 +12,7 @@
 #                   to copy instead of filling a new one
 #   DURATION        seconds of each throughput run (15), MIXED_RATE events/s (2000)
 #   PERF=1          also record a CPU profile (perf) of the daemon during the lookup run
+#   API_PORT, SIP_PORT  loopback ports for the daemon (default: free ones)
 #
 # Steps: fill the db (bench/fill_db.py), start `sentrypeer -a` on it, then
 #   1. wrk -t2 -c50 -d15s --latency on /numbers/{known}, /numbers/{unknown}, /ip-addresses/{known}
@@ -88,8 +89,8 @@ UNKNOWN_IP=$(jget unknown_ip)
 ROWS_BEFORE=$("$PY" -c "import sqlite3; print(sqlite3.connect('file:$DB?mode=ro', uri=True).execute('select count(*) from honey').fetchone()[0])")
 
 # ---- daemon --------------------------------------------------------------------------------
-API_PORT=$(free_port)
-SIP_PORT=$(free_port)
+API_PORT=${API_PORT:-$(free_port)}
+SIP_PORT=${SIP_PORT:-$(free_port)}
 EXTRA=()
 HELP_TEXT=$("$BIN" --help 2>&1 || true)
 # peer-to-peer is on by default where the binary has it: off here (no DHT traffic, port 4222)
@@ -121,6 +122,7 @@ cpu_us() {
     "$PY" -c "import os; f = open('/proc/$DAEMON_PID/stat').read().rsplit(')', 1)[1].split(); print(int((int(f[11]) + int(f[12])) * 1e6 / os.sysconf('SC_CLK_TCK')))"
 }
 declare -A CPU
+declare -A LOAD # LOAD[name] = 1-minute load average right after the run (other work on the machine)
 # CPU[name] = daemon CPU microseconds per request during a wrk run
 cpu_per_req() { "$PY" -c "print(f'{($2 - $1) / max(1, $3):.1f}')"; }
 
@@ -163,7 +165,8 @@ for name in known_number unknown_number known_ip; do
     [ -n "${PERF_PID:-}" ] && { wait "$PERF_PID" || true; PERF_PID=""; }
     RES[$name]=$(parse_wrk "$OUT/wrk_$name.txt")
     CPU[$name]=$(cpu_per_req "$C0" "$C1" "$(awk '{print $6}' <<<"${RES[$name]}")")
-    log "$name: ${RES[$name]} cpu/req ${CPU[$name]} us"
+    LOAD[$name]=$(cut -d' ' -f1 /proc/loadavg)
+    log "$name: ${RES[$name]} cpu/req ${CPU[$name]} us load ${LOAD[$name]}"
 done
 if [ -f "$OUT/perf.data" ]; then
     perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio -g none \
@@ -178,6 +181,7 @@ wrk -t1 -c1 -d10s --latency "$BASE/numbers/$KNOWN_NUMBER" >"$OUT/wrk_one_connect
 C1=$(cpu_us)
 RES[one_connection]=$(parse_wrk "$OUT/wrk_one_connection.txt")
 CPU[one_connection]=$(cpu_per_req "$C0" "$C1" "$(awk '{print $6}' <<<"${RES[one_connection]}")")
+LOAD[one_connection]=$(cut -d' ' -f1 /proc/loadavg)
 log "one connection: ${RES[one_connection]}"
 
 # ---- 3. GET /numbers of 100k ---------------------------------------------------------------
@@ -251,6 +255,7 @@ CHECK_LINE=$(grep '^checked=' "$OUT/wrk_mixed.txt" || echo "checked=0 wrong=-1")
 WRONG=$(sed -n 's/.*wrong=\(-\?[0-9]*\).*/\1/p' <<<"$CHECK_LINE")
 CHECKED=$(sed -n 's/^checked=\([0-9]*\).*/\1/p' <<<"$CHECK_LINE")
 RES[mixed]=$(parse_wrk "$OUT/wrk_mixed.txt")
+LOAD[mixed]=$(cut -d' ' -f1 /proc/loadavg)
 HWM_KB=$(awk '/^VmHWM/ {print $2}' /proc/$DAEMON_PID/status)
 curl -s "$BASE/metrics" >"$OUT/metrics.txt"
 log "mixed: sent $SENT stored $STORED; $CHECK_LINE; wrk ${RES[mixed]}"
@@ -271,9 +276,9 @@ field() { awk -v i="$2" '{print $i}' <<<"${RES[$1]}"; }
     echo "daemon: ${DAEMON_CMD[*]}"
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "daemon: startup to ready ${STARTUP_S} s (index load), RSS after start ${RSS_IDLE_KB} kB, exit code $RC"
-    printf '%-16s %10s %10s %10s %8s %-14s %9s %s\n' run req/s p50_us p99_us non2xx socket_errors requests cpu_us/req
+    printf '%-16s %10s %10s %10s %8s %-14s %9s %10s %s\n' run req/s p50_us p99_us non2xx socket_errors requests cpu_us/req load
     for k in known_number unknown_number known_ip one_connection mixed; do
-        printf '%-16s %10s %10s %10s %8s %-14s %9s %s\n' "$k" ${RES[$k]} "${CPU[$k]:--}"
+        printf '%-16s %10s %10s %10s %8s %-14s %9s %10s %s\n' "$k" ${RES[$k]} "${CPU[$k]:--}" "${LOAD[$k]}"
     done
     echo "GET /numbers: $NUMBERS_TOTAL entries, $NUMBERS_BYTES bytes, median ${NUMBERS_MEDIAN_MS} ms (max ${NUMBERS_MAX_MS} ms, first byte ${NUMBERS_TTFB_MS} ms), daemon CPU ${NUMBERS_CPU_MS} ms per request"
     echo "peak RSS (VmHWM): after start ${RSS_IDLE_KB} kB, after the lookup runs ${HWM_LOOKUPS_KB} kB, after GET /numbers ${HWM_NUMBERS_KB} kB, after the mixed run (+$SENT events stored) ${HWM_KB} kB"

@@ -171,3 +171,60 @@ TEST_F(RoutesTest, MetricsIncludeApiCounters) {
     EXPECT_EQ(api::Routes::routeLabel("/ip-addresses/1.2.3.4"), "/ip-addresses/{ip}");
     EXPECT_EQ(api::Routes::routeLabel("/evil\"label"), "other");
 }
+
+TEST_F(RoutesTest, ListTimestampsAndCountsAsCoreFormatsThem) {
+    // Lists format timestamps and counts in place: the same text as core::formatTimestamp.
+    const std::chrono::microseconds agos[] = {0us, 1us, 999'999us, 86'400'000'001us,
+                                              31'622'400'123'456us};
+    int i = 0;
+    for (auto ago : agos) {
+        core::Event e;
+        e.source_ip = "192.0.2." + std::to_string(++i);
+        e.called_number = std::to_string(1000 + i);
+        e.time = clock.now() - ago;
+        index.add(e);
+        index.add(e);
+    }
+    auto csv = body(get("/numbers?format=csv"));
+    auto json = body(get("/numbers"));
+    i = 0;
+    for (auto ago : agos) {
+        auto n = std::to_string(1000 + ++i);
+        auto ts = core::formatTimestamp(clock.now() - ago);
+        EXPECT_NE(csv.find("\r\n" + n + ",2," + ts + "," + ts + "\r\n"), std::string::npos)
+            << n << "\n"
+            << csv;
+        EXPECT_NE(json.find(R"({"called_number": ")" + n + R"(", "seen_last": ")" + ts +
+                            R"(", "seen_count": "2"})"),
+                  std::string::npos)
+            << json;
+        auto one = get("/numbers/" + n).body;
+        EXPECT_EQ(one, R"({"phone_number_found": ")" + n +
+                           R"(", "seen_count": "2", "seen_first": ")" + ts +
+                           R"(", "seen_last": ")" + ts + R"("})");
+    }
+}
+
+TEST_F(RoutesTest, LargeListsStreamEveryEntryOnce) {
+    // Long keys: the snapshot's key buffer outgrows its first reservation.
+    for (int i = 0; i < 3000; ++i) {
+        probe("192.0.2.1", std::string(60, '1') + std::to_string(10000 + i),
+              std::chrono::seconds(i));
+    }
+    auto plain = body(get("/numbers?format=plain"));
+    std::size_t lines = 0;
+    std::size_t at = 0;
+    for (int i = 0; i < 3000; ++i) { // newest first
+        auto line = std::string(60, '1') + std::to_string(10000 + i) + "\n";
+        ASSERT_EQ(plain.compare(at, line.size(), line), 0) << i;
+        at += line.size();
+        ++lines;
+    }
+    EXPECT_EQ(at, plain.size());
+    auto json = body(get("/numbers"));
+    EXPECT_EQ(json.rfind(R"({"called_numbers_total": 3000, "called_numbers": [{)", 0), 0u);
+    EXPECT_EQ(json.substr(json.size() - 3), "}]}");
+    auto csv = body(get("/numbers?format=csv&limit=2999"));
+    EXPECT_NE(csv.find(std::string(60, '1') + "12998,1,"), std::string::npos);
+    EXPECT_EQ(csv.find(std::string(60, '1') + "12999,1,"), std::string::npos);
+}

@@ -15,21 +15,26 @@ int hexValue(char c) {
     }
     return -1;
 }
-} // namespace
 
-std::optional<std::string> percentDecode(std::string_view s, bool plus_is_space) {
-    std::string out;
+// percentDecode into `out` (replaced; its capacity is reused). False for a malformed escape.
+bool decodeInto(std::string_view s, bool plus_is_space, std::string& out) {
+    out.clear();
+    if (s.find('%') == std::string_view::npos &&
+        (!plus_is_space || s.find('+') == std::string_view::npos)) {
+        out.append(s); // nothing to decode: the usual path
+        return true;
+    }
     out.reserve(s.size());
     for (std::size_t i = 0; i < s.size(); ++i) {
         char c = s[i];
         if (c == '%') {
             if (i + 2 >= s.size()) {
-                return std::nullopt;
+                return false;
             }
             int hi = hexValue(s[i + 1]);
             int lo = hexValue(s[i + 2]);
             if (hi < 0 || lo < 0) {
-                return std::nullopt;
+                return false;
             }
             out.push_back(static_cast<char>(hi * 16 + lo));
             i += 2;
@@ -39,17 +44,25 @@ std::optional<std::string> percentDecode(std::string_view s, bool plus_is_space)
             out.push_back(c);
         }
     }
+    return true;
+}
+} // namespace
+
+std::optional<std::string> percentDecode(std::string_view s, bool plus_is_space) {
+    std::string out;
+    if (!decodeInto(s, plus_is_space, out)) {
+        return std::nullopt;
+    }
     return out;
 }
 
 bool parseTarget(std::string_view target, std::string& path,
                  std::map<std::string, std::string>& query) {
     auto qpos = target.find('?');
-    auto decoded = percentDecode(target.substr(0, qpos), false);
-    if (!decoded) {
+    if (!decodeInto(target.substr(0, qpos), false, path)) {
+        path.clear();
         return false;
     }
-    path = std::move(*decoded);
     if (qpos == std::string_view::npos) {
         return true;
     }

@@ -31,7 +31,7 @@ using BodyStream = std::function<bool(std::string& chunk)>;
 
 struct Response {
     int status = 200;
-    std::string content_type = "application/json";
+    std::string_view content_type = "application/json"; // always a literal
     std::string body;
     BodyStream stream; // when set, the body is sent chunked from it instead of `body`
     std::vector<std::pair<std::string, std::string>> headers;

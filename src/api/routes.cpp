@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <array>
+#include <cstring>
 #include <sqlite3.h>
+#include <sys/mman.h>
+#include <type_traits>
 
 #include "core/json.hpp"
 #include "core/text.hpp"
@@ -14,7 +18,7 @@ namespace {
 
 using core::TimePoint;
 
-constexpr std::size_t kEntriesPerChunk = 512;
+constexpr std::size_t kChunkBytes = 32UL * 1024; // streamed lists: bytes per chunk
 constexpr std::size_t kMaxNumberLength = 64;
 
 // SentryPeer's bodies come from jansson's default encoder: ", " and ": " separators.
@@ -55,8 +59,17 @@ Response json(int status, std::string body) {
     return r;
 }
 
+// {"<key>": "<text>"}, as JsonObject would write it, in one allocation.
 Response message(int status, std::string_view key, std::string_view text) {
-    return json(status, JsonObject().str(key, text).done());
+    Response r;
+    r.status = status;
+    r.body.reserve(key.size() + text.size() + 8);
+    r.body.push_back('{');
+    core::appendJsonString(r.body, key);
+    r.body.append(": ");
+    core::appendJsonString(r.body, text);
+    r.body.push_back('}');
+    return r;
 }
 
 Response invalid() {
@@ -71,22 +84,175 @@ std::string micros(TimePoint t) {
         std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count());
 }
 
+// ---- timestamps and numbers, appended in place ----------------------------------------
+
+void putDigits(char* p, long long v, int width) {
+    for (int i = width - 1; i >= 0; --i) {
+        p[i] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    }
+}
+
+// Writes core::formatTimestamp(t) ("YYYY-MM-DD HH:MM:SS.fffffffff", UTC) without a
+// temporary string. Remembers the last second it formatted: a sorted list's neighbours
+// mostly share it, and then only the fraction is written.
+class TimestampText {
+public:
+    void append(std::string& out, TimePoint t) {
+        auto ns =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+        long long secs = ns / 1'000'000'000;
+        long long frac = ns % 1'000'000'000;
+        if (frac < 0) {
+            frac += 1'000'000'000;
+            --secs;
+        }
+        if (!valid_ || secs != secs_) {
+            formatSeconds(secs);
+        }
+        putDigits(buf_ + 20, frac, 9);
+        out.append(buf_, sizeof buf_ - 1);
+    }
+
+private:
+    void formatSeconds(long long secs) {
+        valid_ = true;
+        secs_ = secs;
+        long long days = secs / 86400;
+        long long rem = secs % 86400;
+        if (rem < 0) {
+            rem += 86400;
+            --days;
+        }
+        // Howard Hinnant's civil_from_days, as core::formatTimestamp.
+        const long long z = days + 719468;
+        const long long era = (z >= 0 ? z : z - 146096) / 146097;
+        const long long doe = z - era * 146097;
+        const long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        const long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        const long long mp = (5 * doy + 2) / 153;
+        const long long day = doy - (153 * mp + 2) / 5 + 1;
+        const long long month = mp < 10 ? mp + 3 : mp - 9;
+        const long long year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+        putDigits(buf_, std::clamp(year, 0LL, 9999LL), 4);
+        putDigits(buf_ + 5, month, 2);
+        putDigits(buf_ + 8, day, 2);
+        putDigits(buf_ + 11, rem / 3600, 2);
+        putDigits(buf_ + 14, rem / 60 % 60, 2);
+        putDigits(buf_ + 17, rem % 60, 2);
+    }
+
+    bool valid_ = false;
+    long long secs_ = 0;
+    char buf_[30] = "0000-00-00 00:00:00.000000000";
+};
+
+void appendTimestamp(std::string& out, TimePoint t) {
+    TimestampText().append(out, t);
+}
+
+void appendNumber(std::string& out, std::uint64_t v) {
+    char buf[20];
+    char* end = buf + sizeof buf;
+    char* p = end;
+    do {
+        *--p = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    out.append(p, static_cast<std::size_t>(end - p));
+}
+
 // ---- listing the index -------------------------------------------------------------
 
+// Memory for one list's snapshot, mapped for it and unmapped when the response is done.
+// Not from malloc: glibc would keep a few MB of it in each sp-api thread's arena after the
+// first large list (its mmap threshold adapts upwards), and the resident set would keep
+// it. Untouched pages of the mapping cost nothing, so capacity can be generous. T must be
+// trivially copyable (the mapping moves with mremap).
+template <typename T> class MappedArray {
+    static_assert(std::is_trivially_copyable_v<T>);
+
+public:
+    MappedArray() = default;
+    MappedArray(const MappedArray&) = delete;
+    MappedArray& operator=(const MappedArray&) = delete;
+    MappedArray(MappedArray&& o) noexcept
+        : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)),
+          capacity_(std::exchange(o.capacity_, 0)) {}
+    MappedArray& operator=(MappedArray&& o) noexcept {
+        std::swap(data_, o.data_);
+        std::swap(size_, o.size_);
+        std::swap(capacity_, o.capacity_);
+        return *this;
+    }
+    ~MappedArray() {
+        if (data_ != nullptr) {
+            munmap(data_, capacity_ * sizeof(T));
+        }
+    }
+
+    void reserve(std::size_t n) {
+        if (n <= capacity_) {
+            return;
+        }
+        n = std::max<std::size_t>(n, 4096 / sizeof(T) + 1);
+        void* p = data_ == nullptr
+                      ? mmap(nullptr, n * sizeof(T), PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                      : mremap(data_, capacity_ * sizeof(T), n * sizeof(T), MREMAP_MAYMOVE);
+        if (p == MAP_FAILED) {
+            throw std::bad_alloc();
+        }
+        data_ = static_cast<T*>(p);
+        capacity_ = n;
+    }
+    void push_back(const T& v) {
+        if (size_ == capacity_) {
+            reserve(capacity_ * 2);
+        }
+        data_[size_++] = v;
+    }
+    void append(const T* p, std::size_t n) {
+        if (size_ + n > capacity_) {
+            reserve(std::max(capacity_ * 2, size_ + n));
+        }
+        std::copy(p, p + n, data_ + size_);
+        size_ += n;
+    }
+    void resize(std::size_t n) { // shrinking only
+        size_ = std::min(n, size_);
+    }
+    T* begin() { return data_; }
+    T* end() { return data_ + size_; }
+    const T* begin() const { return data_; }
+    const T* end() const { return data_ + size_; }
+    const T* data() const { return data_; }
+    std::size_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+    T& operator[](std::size_t i) { return data_[i]; }
+    const T& operator[](std::size_t i) const { return data_[i]; }
+    T& back() { return data_[size_ - 1]; }
+
+private:
+    T* data_ = nullptr;
+    std::size_t size_ = 0;
+    std::size_t capacity_ = 0;
+};
+
+// A snapshot of the index taken under its shared lock: one small fixed-size record per
+// listed key, the keys' bytes (each preceded by its first-seen time for CSV) in one
+// buffer. Sorted, then streamed; the document itself is never built.
 struct Entry {
-    std::string key;
-    store::Seen seen;
+    TimePoint last;
+    std::uint64_t count;
+    std::uint32_t key_at; // offset in Page::keys
+    std::uint32_t key_size;
 };
 
 struct Cursor {
     TimePoint last;
     std::string key;
 };
-
-// Order: newest first, then by key, so that a cursor (last, key) is a total order.
-bool before(const Entry& a, const Entry& b) {
-    return a.seen.last != b.seen.last ? a.seen.last > b.seen.last : a.key < b.key;
-}
 
 struct ListQuery {
     std::optional<std::size_t> limit;
@@ -108,10 +274,6 @@ std::optional<Cursor> parseCursor(const std::string& s) {
         us = us * 10 + (s[i] - '0');
     }
     return Cursor{TimePoint{std::chrono::microseconds(us)}, s.substr(comma + 1)};
-}
-
-std::string cursorOf(const Entry& e) {
-    return micros(e.seen.last) + "," + e.key;
 }
 
 // "1h", "7d" (that long ago) or a timestamp ("2026-11-27 04:00:00", fraction optional).
@@ -151,15 +313,39 @@ bool parseListQuery(const Request& r, TimePoint now, ListQuery& q) {
 }
 
 struct Page {
-    std::vector<Entry> entries;
+    MappedArray<Entry> entries;
+    MappedArray<char> keys;
+    bool with_first = false;         // keys: each key preceded by its TimePoint first
     std::optional<std::string> next; // cursor of the last entry when more remain
+
+    std::string_view key(const Entry& e) const {
+        return {keys.data() + e.key_at + (with_first ? sizeof(TimePoint) : 0), e.key_size};
+    }
+    TimePoint first(const Entry& e) const {
+        TimePoint t;
+        std::memcpy(&t, keys.data() + e.key_at, sizeof t);
+        return t;
+    }
+    // Order: newest first, then by key, so that a cursor (last, key) is a total order.
+    bool before(const Entry& a, const Entry& b) const {
+        return a.last != b.last ? a.last > b.last : key(a) < key(b);
+    }
+    std::string cursor(const Entry& e) const {
+        std::string c = micros(e.last);
+        c.push_back(',');
+        c.append(key(e));
+        return c;
+    }
 };
 
-Page listIndex(const store::Index& index, bool ips, const ListQuery& q) {
+Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool with_first = false) {
     Page page;
+    page.with_first = with_first;
     index.read([&](const store::Index::Maps& maps) {
         const auto& map = ips ? maps.by_ip : maps.by_number;
+        // Generous: pages never written to stay out of the resident set.
         page.entries.reserve(map.size());
+        page.keys.reserve(map.size() * (with_first ? 40 : 32));
         for (const auto& [key, seen] : map) {
             if (q.since && seen.last < *q.since) {
                 continue;
@@ -167,25 +353,35 @@ Page listIndex(const store::Index& index, bool ips, const ListQuery& q) {
             if (!q.prefix.empty() && key.compare(0, q.prefix.size(), q.prefix) != 0) {
                 continue;
             }
-            if (q.after && !before(Entry{q.after->key, {0, {}, q.after->last}}, Entry{key, seen})) {
-                continue;
+            if (q.after && (seen.last > q.after->last ||
+                            (seen.last == q.after->last && key <= q.after->key))) {
+                continue; // not after the cursor in list order
             }
-            page.entries.push_back(Entry{key, seen});
+            page.entries.push_back(Entry{seen.last, seen.count,
+                                         static_cast<std::uint32_t>(page.keys.size()),
+                                         static_cast<std::uint32_t>(key.size())});
+            if (with_first) {
+                char first[sizeof(TimePoint)];
+                std::memcpy(first, &seen.first, sizeof first);
+                page.keys.append(first, sizeof first);
+            }
+            page.keys.append(key.data(), key.size());
         }
     });
+    auto before = [&page](const Entry& a, const Entry& b) { return page.before(a, b); };
     if (q.limit && page.entries.size() > *q.limit) {
         std::partial_sort(page.entries.begin(),
                           page.entries.begin() + static_cast<std::ptrdiff_t>(*q.limit),
                           page.entries.end(), before);
         page.entries.resize(*q.limit);
-        page.next = cursorOf(page.entries.back());
+        page.next = page.cursor(page.entries.back());
     } else {
         std::sort(page.entries.begin(), page.entries.end(), before);
     }
     return page;
 }
 
-// Streams header, then each entry through `item`, then footer; kEntriesPerChunk per chunk.
+// Streams header, then each entry through `item`, then footer; about kChunkBytes per chunk.
 template <typename ItemFn>
 BodyStream streamEntries(std::shared_ptr<Page> page, std::string header, ItemFn item,
                          std::string footer) {
@@ -193,23 +389,20 @@ BodyStream streamEntries(std::shared_ptr<Page> page, std::string header, ItemFn 
             footer = std::move(footer), i = std::size_t{0},
             started = false](std::string& chunk) mutable {
         if (!started) {
+            chunk.reserve(kChunkBytes + 512);
             chunk.append(header);
             started = true;
         }
-        std::size_t end = std::min(page->entries.size(), i + kEntriesPerChunk);
-        for (; i < end; ++i) {
-            item(chunk, page->entries[i], i);
+        const std::size_t n = page->entries.size();
+        for (; i < n && chunk.size() < kChunkBytes; ++i) {
+            item(chunk, *page, page->entries[i], i);
         }
-        if (i < page->entries.size()) {
+        if (i < n) {
             return true;
         }
         chunk.append(footer);
         return false;
     };
-}
-
-std::string seenCountJson(const store::Seen& s) {
-    return std::to_string(s.count);
 }
 
 // A SentryPeer-shaped JSON list: {"<total_key>": N, "<list_key>": [{...}, ...]}.
@@ -226,28 +419,36 @@ Response jsonList(std::shared_ptr<Page> page, const char* total_key, const char*
         footer += tail;
     }
     footer += "}";
+    // Each item as JsonObject().str(item_key, key).str("seen_last", ...).str("seen_count",
+    // ...).done() would write it, appended in place.
+    std::string open = "{";
+    core::appendJsonString(open, item_key);
+    open.append(": ");
     Response r;
     r.stream = streamEntries(
         std::move(page), std::move(header),
-        [item_key](std::string& out, const Entry& e, std::size_t i) {
+        [open = std::move(open), last = TimestampText()](std::string& out, const Page& p,
+                                                         const Entry& e, std::size_t i) mutable {
             if (i > 0) {
                 out.append(", ");
             }
-            out.append(JsonObject()
-                           .str(item_key, e.key)
-                           .str("seen_last", core::formatTimestamp(e.seen.last))
-                           .str("seen_count", seenCountJson(e.seen))
-                           .done());
+            out.append(open);
+            core::appendJsonString(out, p.key(e));
+            out.append(R"(, "seen_last": ")");
+            last.append(out, e.last);
+            out.append(R"(", "seen_count": ")");
+            appendNumber(out, e.count);
+            out.append("\"}");
         },
         std::move(footer));
     return r;
 }
 
-Response textStream(std::shared_ptr<Page> page, std::string header,
-                    std::function<void(std::string&, const Entry&, std::size_t)> item,
-                    std::string footer, std::string content_type) {
+template <typename ItemFn>
+Response textStream(std::shared_ptr<Page> page, std::string header, ItemFn item, std::string footer,
+                    std::string_view content_type) {
     Response r;
-    r.content_type = std::move(content_type);
+    r.content_type = content_type;
     r.stream =
         streamEntries(std::move(page), std::move(header), std::move(item), std::move(footer));
     return r;
@@ -257,7 +458,9 @@ Response textStream(std::shared_ptr<Page> page, std::string header,
 Response plainList(std::shared_ptr<Page> page) {
     return textStream(
         std::move(page), "",
-        [](std::string& out, const Entry& e, std::size_t) { out.append(e.key).push_back('\n'); },
+        [](std::string& out, const Page& p, const Entry& e, std::size_t) {
+            out.append(p.key(e)).push_back('\n');
+        },
         "", "text/plain; charset=utf-8");
 }
 
@@ -268,37 +471,40 @@ bool validSetName(const std::string& s) {
     });
 }
 
-bool isV6(const std::string& ip) {
-    return ip.find(':') != std::string::npos;
+bool isV6(std::string_view ip) {
+    return ip.find(':') != std::string_view::npos;
 }
 
-std::string csvField(const std::string& s) {
-    if (s.find_first_of(",\"\r\n") == std::string::npos) {
-        return s;
+void appendCsvField(std::string& out, std::string_view s) {
+    if (s.find_first_of(",\"\r\n") == std::string_view::npos) {
+        out.append(s);
+        return;
     }
-    std::string out = "\"";
+    out.push_back('"');
     for (char c : s) {
         out.push_back(c);
         if (c == '"') {
             out.push_back('"');
         }
     }
-    return out + "\"";
+    out.push_back('"');
 }
 
-// The canonical printable form of an IP address, or nullopt when it is not one.
-std::optional<std::string> canonicalIp(const std::string& s) {
+// Writes the canonical printable form of an IP address into text (NUL-terminated); false
+// when s is not one.
+bool canonicalIp(std::string_view s, char (&text)[INET6_ADDRSTRLEN]) {
     unsigned char buf[16];
-    char text[INET6_ADDRSTRLEN];
-    int family = isV6(s) ? AF_INET6 : AF_INET;
-    if (s.size() >= INET6_ADDRSTRLEN || inet_pton(family, s.c_str(), buf) != 1 ||
-        inet_ntop(family, buf, text, sizeof text) == nullptr) {
-        return std::nullopt;
+    char z[INET6_ADDRSTRLEN];
+    if (s.size() >= sizeof z) {
+        return false;
     }
-    return std::string(text);
+    std::copy(s.begin(), s.end(), z);
+    z[s.size()] = '\0';
+    int family = isV6(s) ? AF_INET6 : AF_INET;
+    return inet_pton(family, z, buf) == 1 && inet_ntop(family, buf, text, sizeof text) != nullptr;
 }
 
-bool validNumber(const std::string& n) {
+bool validNumber(std::string_view n) {
     std::size_t start = !n.empty() && n[0] == '+' ? 1 : 0;
     return n.size() > start && n.size() <= kMaxNumberLength &&
            std::all_of(n.begin() + static_cast<std::ptrdiff_t>(start), n.end(),
@@ -330,35 +536,86 @@ Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock&
 
 Routes::~Routes() = default;
 
-std::string Routes::routeLabel(const std::string& path) {
-    static constexpr const char* kExact[] = {
-        "/",        "/health-check", "/ip-addresses",      "/numbers",
-        "/metrics", "/stats",        "/ip-addresses/ipset"};
-    for (const char* p : kExact) {
-        if (path == p) {
-            return p;
+namespace {
+
+// Route labels for metrics; the index of a label is its row in Routes::counts_.
+constexpr std::array<std::string_view, Routes::kRoutes> kRouteLabels = {
+    "/",      "/health-check",       "/ip-addresses",      "/numbers",          "/metrics",
+    "/stats", "/ip-addresses/ipset", "/ip-addresses/{ip}", "/numbers/{number}", "other"};
+// Statuses the API answers; the index of one is its column in Routes::counts_.
+constexpr std::array<int, Routes::kStatuses> kStatusCodes = {200, 204, 400, 401,
+                                                             404, 405, 500, 503};
+
+std::size_t routeIndex(std::string_view path) {
+    for (std::size_t i = 0; i < 7; ++i) { // the exact paths
+        if (path == kRouteLabels[i]) {
+            return i;
         }
     }
-    if (path.rfind("/ip-addresses/", 0) == 0) {
-        return "/ip-addresses/{ip}";
+    if (path.starts_with("/ip-addresses/")) {
+        return 7;
     }
-    if (path.rfind("/numbers/", 0) == 0) {
-        return "/numbers/{number}";
+    if (path.starts_with("/numbers/")) {
+        return 8;
     }
-    return "other";
+    return 9;
+}
+
+std::size_t statusIndex(int status) {
+    for (std::size_t i = 0; i < kStatusCodes.size(); ++i) {
+        if (kStatusCodes[i] == status) {
+            return i;
+        }
+    }
+    return kStatusCodes.size();
+}
+
+} // namespace
+
+std::string Routes::routeLabel(const std::string& path) {
+    return std::string(kRouteLabels[routeIndex(path)]);
+}
+
+void Routes::countPath(std::string_view path, int status) {
+    std::size_t s = statusIndex(status);
+    if (s < kStatuses) {
+        counts_[routeIndex(path)][s].fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
+    std::lock_guard lock(counts_mutex_);
+    ++other_counts_[{std::string(kRouteLabels[routeIndex(path)]), status}];
 }
 
 void Routes::count(const std::string& route, int status) {
+    auto label = std::find(kRouteLabels.begin(), kRouteLabels.end(), route);
+    std::size_t s = statusIndex(status);
+    if (label != kRouteLabels.end() && s < kStatuses) {
+        counts_[static_cast<std::size_t>(label - kRouteLabels.begin())][s].fetch_add(
+            1, std::memory_order_relaxed);
+        return;
+    }
     std::lock_guard lock(counts_mutex_);
-    ++counts_[{route, status}];
+    ++other_counts_[{route, status}];
 }
 
 void Routes::registerMetrics(core::MetricsRegistry& registry) {
     registry.add([this](core::MetricsWriter& w) {
         w.family("api_requests_total", "counter",
                  "HTTP API requests answered, by route and status");
-        std::lock_guard lock(counts_mutex_);
-        for (const auto& [key, n] : counts_) {
+        // Ordered by (route, status), as one std::map of them would be.
+        std::map<std::pair<std::string, int>, std::uint64_t> all;
+        {
+            std::lock_guard lock(counts_mutex_);
+            all = other_counts_;
+        }
+        for (std::size_t r = 0; r < kRoutes; ++r) {
+            for (std::size_t s = 0; s < kStatuses; ++s) {
+                if (auto n = counts_[r][s].load(std::memory_order_relaxed); n != 0) {
+                    all[{std::string(kRouteLabels[r]), kStatusCodes[s]}] += n;
+                }
+            }
+        }
+        for (const auto& [key, n] : all) {
             auto status = std::to_string(key.second);
             w.sample(n, {{"route", key.first}, {"status", status}});
         }
@@ -370,7 +627,7 @@ Response Routes::handle(const Request& request) {
         Response r;
         if (request.method == "OPTIONS") {
             r.status = 204;
-            r.content_type.clear();
+            r.content_type = {};
             r.headers = {{"Allow", "GET, HEAD, OPTIONS"},
                          {"Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"},
                          {"Access-Control-Allow-Headers", "Authorization, Content-Type"}};
@@ -421,14 +678,14 @@ Response Routes::route(const Request& r) {
     if (p == "/ip-addresses" || p == "/ip-addresses/ipset") {
         return ipAddresses(r);
     }
-    if (p.rfind("/ip-addresses/", 0) == 0) {
-        return ipAddress(p.substr(std::string_view("/ip-addresses/").size()));
+    if (p.starts_with("/ip-addresses/")) {
+        return ipAddress(std::string_view(p).substr(std::string_view("/ip-addresses/").size()));
     }
     if (p == "/numbers") {
         return numbers(r);
     }
-    if (p.rfind("/numbers/", 0) == 0) {
-        std::string n = p.substr(std::string_view("/numbers/").size());
+    if (p.starts_with("/numbers/")) {
+        auto n = std::string_view(p).substr(std::string_view("/numbers/").size());
         if (!validNumber(n)) {
             return notFoundRoute();
         }
@@ -452,40 +709,59 @@ Response Routes::route(const Request& r) {
     return notFoundRoute();
 }
 
-Response Routes::ipAddress(const std::string& ip) {
-    auto canonical = canonicalIp(ip);
-    if (!canonical) {
+namespace {
+
+// {"<found_key>": "<key>", "seen_count": "N", "seen_first": "...", "seen_last": "..."}, as
+// JsonObject would write it, in one buffer.
+Response found(std::string_view found_key, std::string_view key, const store::Seen& seen) {
+    Response r;
+    r.body.reserve(160 + key.size());
+    r.body.push_back('{');
+    core::appendJsonString(r.body, found_key);
+    r.body.append(": ");
+    core::appendJsonString(r.body, key);
+    r.body.append(R"(, "seen_count": ")");
+    appendNumber(r.body, seen.count);
+    r.body.append(R"(", "seen_first": ")");
+    appendTimestamp(r.body, seen.first);
+    r.body.append(R"(", "seen_last": ")");
+    appendTimestamp(r.body, seen.last);
+    r.body.append("\"}");
+    return r;
+}
+
+} // namespace
+
+Response Routes::ipAddress(std::string_view ip) {
+    char canonical[INET6_ADDRSTRLEN];
+    if (!canonicalIp(ip, canonical)) {
         return invalid();
     }
-    auto seen = index_.ip(*canonical);
+    auto seen = index_.ip(canonical);
     if (!seen) {
         return message(404, "message", "No bad actor found");
     }
-    return json(200, JsonObject()
-                         .str("bad_actor_found", *canonical)
-                         .str("seen_count", std::to_string(seen->count))
-                         .str("seen_first", core::formatTimestamp(seen->first))
-                         .str("seen_last", core::formatTimestamp(seen->last))
-                         .done());
+    return found("bad_actor_found", canonical, *seen);
 }
 
-Response Routes::number(const std::string& n) {
+Response Routes::number(std::string_view n) {
     // '+' is optional both ways: +4420... finds 4420... and the other way round.
-    std::string found = n;
-    auto seen = index_.number(found);
-    if (!seen) {
-        found = n[0] == '+' ? n.substr(1) : "+" + n;
-        seen = index_.number(found);
+    if (auto seen = index_.number(n)) {
+        return found("phone_number_found", n, *seen);
     }
-    if (!seen) {
-        return message(404, "message", "No phone number found");
+    char other[kMaxNumberLength + 1];
+    std::string_view alt;
+    if (n[0] == '+') {
+        alt = n.substr(1);
+    } else {
+        other[0] = '+';
+        std::copy(n.begin(), n.end(), other + 1);
+        alt = std::string_view(other, n.size() + 1);
     }
-    return json(200, JsonObject()
-                         .str("phone_number_found", found)
-                         .str("seen_count", std::to_string(seen->count))
-                         .str("seen_first", core::formatTimestamp(seen->first))
-                         .str("seen_last", core::formatTimestamp(seen->last))
-                         .done());
+    if (auto seen = index_.number(alt)) {
+        return found("phone_number_found", alt, *seen);
+    }
+    return message(404, "message", "No phone number found");
 }
 
 Response Routes::ipAddresses(const Request& r) {
@@ -508,8 +784,8 @@ Response Routes::ipAddresses(const Request& r) {
     // Exports: the remaining retention of each entry becomes its timeout.
     auto max_age = options_.max_age;
     auto timeout = [max_age, now](const Entry& e) {
-        auto left = std::chrono::duration_cast<std::chrono::seconds>(max_age - (now - e.seen.last));
-        return std::to_string(std::max<long long>(1, left.count()));
+        auto left = std::chrono::duration_cast<std::chrono::seconds>(max_age - (now - e.last));
+        return static_cast<std::uint64_t>(std::max<long long>(1, left.count()));
     };
     bool timeouts = max_age.count() > 0;
     if (format == "plain") {
@@ -522,10 +798,12 @@ Response Routes::ipAddresses(const Request& r) {
                              set + "_v6 hash:ip family inet6" + options + "\n";
         return textStream(
             std::move(page), header,
-            [set, timeout, timeouts](std::string& out, const Entry& e, std::size_t) {
-                out.append("add ").append(set).append(isV6(e.key) ? "_v6 " : " ").append(e.key);
+            [set, timeout, timeouts](std::string& out, const Page& p, const Entry& e, std::size_t) {
+                auto key = p.key(e);
+                out.append("add ").append(set).append(isV6(key) ? "_v6 " : " ").append(key);
                 if (timeouts) {
-                    out.append(" timeout ").append(timeout(e));
+                    out.append(" timeout ");
+                    appendNumber(out, timeout(e));
                 }
                 out.push_back('\n');
             },
@@ -533,32 +811,37 @@ Response Routes::ipAddresses(const Request& r) {
     }
     if (format == "nft") {
         // `nft -f file`: a table with one set per family; elements carry their timeouts.
-        auto v4 = std::make_shared<Page>();
-        auto v6 = std::make_shared<Page>();
-        for (auto& e : page->entries) {
-            (isV6(e.key) ? v6 : v4)->entries.push_back(std::move(e));
-        }
-        auto set_text = [&](const std::string& name, const char* type, const Page& p) {
-            std::string s = "\tset " + name + " {\n\t\ttype " + type + "\n";
+        auto set_text = [&](std::string& s, const std::string& name, const char* type, bool v6) {
+            s += "\tset " + name + " {\n\t\ttype " + type + "\n";
             if (timeouts) {
                 s += "\t\tflags timeout\n";
             }
-            if (!p.entries.empty()) {
-                s += "\t\telements = { ";
-                for (std::size_t i = 0; i < p.entries.size(); ++i) {
-                    s += (i ? ", " : "") + p.entries[i].key;
-                    if (timeouts) {
-                        s += " timeout " + timeout(p.entries[i]) + "s";
-                    }
+            bool first = true;
+            for (const auto& e : page->entries) {
+                auto key = page->key(e);
+                if (isV6(key) != v6) {
+                    continue;
                 }
+                s += first ? "\t\telements = { " : ", ";
+                first = false;
+                s += key;
+                if (timeouts) {
+                    s += " timeout ";
+                    appendNumber(s, timeout(e));
+                    s += "s";
+                }
+            }
+            if (!first) {
                 s += " }\n";
             }
-            return s + "\t}\n";
+            s += "\t}\n";
         };
         Response n;
         n.content_type = "text/plain; charset=utf-8";
-        n.body = "table inet " + table + " {\n" + set_text(set, "ipv4_addr", *v4) +
-                 set_text(set + "_v6", "ipv6_addr", *v6) + "}\n";
+        n.body = "table inet " + table + " {\n";
+        set_text(n.body, set, "ipv4_addr", false);
+        set_text(n.body, set + "_v6", "ipv6_addr", true);
+        n.body += "}\n";
         return n;
     }
     return invalid();
@@ -570,7 +853,7 @@ Response Routes::numbers(const Request& r) {
         return invalid();
     }
     std::string format = r.param("format").value_or("json");
-    auto page = std::make_shared<Page>(listIndex(index_, false, q));
+    auto page = std::make_shared<Page>(listIndex(index_, false, q, format == "csv"));
     if (format == "json") {
         if (page->entries.empty()) {
             return message(404, "message", "No phone numbers found");
@@ -580,15 +863,16 @@ Response Routes::numbers(const Request& r) {
     if (format == "csv") {
         return textStream(
             std::move(page), "called_number,seen_count,seen_first,seen_last\r\n",
-            [](std::string& out, const Entry& e, std::size_t) {
-                out.append(csvField(e.key))
-                    .append(",")
-                    .append(std::to_string(e.seen.count))
-                    .append(",")
-                    .append(core::formatTimestamp(e.seen.first))
-                    .append(",")
-                    .append(core::formatTimestamp(e.seen.last))
-                    .append("\r\n");
+            [first = TimestampText(), last = TimestampText()](std::string& out, const Page& p,
+                                                              const Entry& e, std::size_t) mutable {
+                appendCsvField(out, p.key(e));
+                out.push_back(',');
+                appendNumber(out, e.count);
+                out.push_back(',');
+                first.append(out, p.first(e));
+                out.push_back(',');
+                last.append(out, e.last);
+                out.append("\r\n");
             },
             "", "text/csv; charset=utf-8");
     }

@@ -4,6 +4,7 @@
 // handle() is thread-safe and never blocks on the store's writer: single lookups and lists
 // read the in-memory index; /stats reads through its own read-only SQLite connection.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "api/http.hpp"
 #include "core/clock.hpp"
@@ -39,7 +41,10 @@ public:
     // True for routes whose work is heavy (SQL): the server runs them off the io threads.
     static bool isSlow(const Request& request) { return request.path == "/stats"; }
 
-    // Counts one answered request (server calls it), exported on /metrics.
+    // Counts one answered request to `path` (server calls it; lock-free for the usual
+    // statuses), exported on /metrics.
+    void countPath(std::string_view path, int status);
+    // Counts one answered request by route label (as routeLabel returns).
     void count(const std::string& route, int status);
     // Route label for metrics: the matched pattern, never the raw (attacker-chosen) path.
     static std::string routeLabel(const std::string& path);
@@ -49,17 +54,24 @@ public:
 private:
     Response route(const Request& request);
     Response ipAddresses(const Request& request);
-    Response ipAddress(const std::string& ip);
+    Response ipAddress(std::string_view ip);
     Response numbers(const Request& request);
-    Response number(const std::string& number);
+    Response number(std::string_view number);
     Response stats(const Request& request);
 
     ApiOptions options_;
     const store::Index& index_;
     const core::Clock& clock_;
     const core::MetricsRegistry& metrics_;
+
+public:
+    static constexpr std::size_t kRoutes = 10;  // route labels (routeLabel)
+    static constexpr std::size_t kStatuses = 8; // statuses counted without a lock
+
+private:
+    std::array<std::array<std::atomic<std::uint64_t>, kStatuses>, kRoutes> counts_{};
     std::mutex counts_mutex_;
-    std::map<std::pair<std::string, int>, std::uint64_t> counts_;
+    std::map<std::pair<std::string, int>, std::uint64_t> other_counts_; // any other status
     struct StatsDb;
     std::unique_ptr<StatsDb> stats_db_;
 };

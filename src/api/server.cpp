@@ -1,12 +1,14 @@
 #include "api/server.hpp"
 
+#include <array>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <optional>
 #include <pthread.h>
+#include <span>
 #include <spdlog/spdlog.h>
 
 #include "core/version.hpp"
@@ -24,48 +26,128 @@ constexpr auto kIdleTimeout = std::chrono::seconds(30);
 constexpr std::size_t kMaxHeader = 8UL * 1024;
 constexpr std::size_t kMaxBody = 16UL * 1024;
 
-template <typename Message> void commonHeaders(Message& m, const Response& r) {
+// Headers every response carries, after Content-Type, in this order.
+const std::string& commonHeaders() {
+    static const std::string headers = std::string("Access-Control-Allow-Origin: *\r\n"
+                                                   "X-Powered-By: SentryPeer\r\n"
+                                                   "X-SentryPeer-Version: ") +
+                                       core::kVersion + "\r\nServer: sentrypeer/" + core::kVersion +
+                                       "\r\n";
+    return headers;
+}
+
+void appendDecimal(std::string& out, std::size_t v) {
+    char buf[20];
+    char* end = buf + sizeof buf;
+    char* p = end;
+    do {
+        *--p = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    out.append(p, static_cast<std::size_t>(end - p));
+}
+
+// The status line and header block of a response, written straight into `out` (the bytes
+// Beast's serializer wrote for the same message: status line with the standard reason,
+// Content-Type, the common headers, the route's own, Connection when it differs from the
+// version's default, then Content-Length or Transfer-Encoding).
+void appendHead(std::string& out, unsigned version, const Response& r, bool keep_alive) {
+    out.append("HTTP/");
+    out.push_back(static_cast<char>('0' + version / 10 % 10));
+    out.push_back('.');
+    out.push_back(static_cast<char>('0' + version % 10));
+    out.push_back(' ');
+    appendDecimal(out, static_cast<std::size_t>(r.status));
+    out.push_back(' ');
+    auto reason = http::obsolete_reason(static_cast<http::status>(r.status));
+    out.append(reason.data(), reason.size());
+    out.append("\r\n");
     if (!r.content_type.empty()) {
-        m.set(http::field::content_type, r.content_type);
+        out.append("Content-Type: ").append(r.content_type).append("\r\n");
     }
-    m.set(http::field::access_control_allow_origin, "*");
-    m.set("X-Powered-By", "SentryPeer");
-    m.set("X-SentryPeer-Version", core::kVersion);
-    m.set(http::field::server, std::string("sentrypeer/") + core::kVersion);
+    out.append(commonHeaders());
     for (const auto& [k, v] : r.headers) {
-        m.set(k, v);
+        out.append(k).append(": ").append(v).append("\r\n");
+    }
+    if (version >= 11 && !keep_alive) {
+        out.append("Connection: close\r\n");
+    } else if (version < 11 && keep_alive) {
+        out.append("Connection: keep-alive\r\n");
     }
 }
 
-Request toRequest(const http::request<http::string_body>& req, bool& ok) {
-    Request r;
-    r.method = std::string(req.method_string());
+void toRequest(const http::request<http::string_body>& req, Request& r, bool& ok) {
+    auto method = req.method_string();
+    r.method.assign(method.data(), method.size());
     auto target = req.target();
+    r.query.clear();
     ok = parseTarget(std::string_view(target.data(), target.size()), r.path, r.query);
-    r.content_type = std::string(req[http::field::content_type]);
-    r.authorization = std::string(req[http::field::authorization]);
-    return r;
+    auto field = [&req](http::field f, std::string& out) {
+        auto it = req.find(f);
+        if (it == req.end()) {
+            out.clear();
+        } else {
+            out.assign(it->value().data(), it->value().size());
+        }
+    };
+    field(http::field::content_type, r.content_type);
+    field(http::field::authorization, r.authorization);
 }
 
 // One HTTP connection: read a request, answer it (streamed when the route streams), and
 // loop while keep-alive. Callback style rather than coroutines: Boost 1.74's coroutines do
 // not build with clang 14 + libstdc++ (fuzzing, clang-tidy). All handlers run on the
 // connection's worker thread (its own io_context), so members need no lock.
+//
+// Responses are written by hand into one buffer reused for the connection's life (one
+// write per response, no per-response objects), on a plain socket: the idle timeout is a
+// deadline moved forward per request and checked by one timer, rather than a timer armed
+// and cancelled around every operation.
 class Session : public std::enable_shared_from_this<Session> {
 public:
-    Session(tcp::socket socket, Routes& routes, asio::thread_pool& slow)
-        : stream_(std::move(socket)), routes_(routes), slow_(slow) {}
+    // The socket and timer have the worker's concrete executor type, not the type-erased
+    // any_io_executor: no executor copies through a polymorphic wrapper per operation.
+    using Executor = asio::io_context::executor_type;
+    using Socket = asio::basic_stream_socket<tcp, Executor>;
 
-    void start() { read(); }
+    Session(asio::io_context& worker, Routes& routes, asio::thread_pool& slow)
+        : socket_(worker.get_executor()), timer_(worker.get_executor()), routes_(routes),
+          slow_(slow) {}
+
+    Socket& socket() { return socket_; }
+
+    void start() {
+        touch();
+        armTimer();
+        read();
+    }
 
 private:
+    using Clock = std::chrono::steady_clock;
+
+    void touch() { deadline_ = Clock::now() + kIdleTimeout; }
+
+    void armTimer() {
+        timer_.expires_at(deadline_);
+        timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec || !self->socket_.is_open()) {
+                return;
+            }
+            if (Clock::now() >= self->deadline_) {
+                self->close(); // idle: the pending read or write fails and ends the session
+            } else {
+                self->armTimer();
+            }
+        });
+    }
+
     void read() {
         parser_.emplace();
         parser_->header_limit(kMaxHeader);
         parser_->body_limit(kMaxBody);
-        stream_.expires_after(kIdleTimeout);
+        touch();
         http::async_read(
-            stream_, buffer_, *parser_,
+            socket_, buffer_, *parser_,
             [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
     }
 
@@ -79,93 +161,108 @@ private:
         head_ = req.method() == http::verb::head;
         version_ = req.version();
         bool target_ok = true;
-        Request request = toRequest(req, target_ok);
+        toRequest(req, request_, target_ok);
         if (!target_ok) {
             Response bad;
             bad.status = 400;
             bad.body = R"({"error": "The request data was invalid"})";
-            respond(request, std::move(bad));
-        } else if (Routes::isSlow(request)) {
+            respond(std::move(bad));
+        } else if (Routes::isSlow(request_)) {
             // SQL runs on the slow-route thread, the answer comes back to the worker.
-            asio::post(slow_, [self = shared_from_this(), request = std::move(request)]() mutable {
-                Response res = self->routes_.handle(request);
-                asio::post(self->stream_.get_executor(),
-                           [self, request = std::move(request), res = std::move(res)]() mutable {
-                               self->respond(request, std::move(res));
-                           });
+            asio::post(slow_, [self = shared_from_this()]() mutable {
+                Response res = self->routes_.handle(self->request_);
+                asio::post(self->socket_.get_executor(), [self, res = std::move(res)]() mutable {
+                    self->respond(std::move(res));
+                });
             });
         } else {
-            respond(request, routes_.handle(request));
+            respond(routes_.handle(request_));
         }
     }
 
-    void respond(const Request& request, Response res) {
-        routes_.count(Routes::routeLabel(request.path), res.status);
-        stream_.expires_after(kIdleTimeout);
+    void respond(Response res) {
+        routes_.countPath(request_.path, res.status);
+        touch();
+        out_.clear();
+        appendHead(out_, version_, res, keep_alive_);
         if (!res.stream) {
-            auto out = std::make_shared<http::response<http::string_body>>(
-                static_cast<http::status>(res.status), version_);
-            commonHeaders(*out, res);
-            out->keep_alive(keep_alive_);
-            out->body() = std::move(res.body);
-            out->prepare_payload();
-            if (head_) {
-                auto h =
-                    std::make_shared<http::response<http::empty_body>>(out->result(), version_);
-                h->base() = out->base();
-                h->content_length(out->body().size());
-                http::async_write(
-                    stream_, *h, [self = shared_from_this(), h](beast::error_code ec, std::size_t) {
-                        self->afterResponse(ec);
-                    });
-            } else {
-                http::async_write(
-                    stream_, *out,
-                    [self = shared_from_this(), out](beast::error_code ec, std::size_t) {
-                        self->afterResponse(ec);
-                    });
+            // Content-Length, also for HEAD (the length of the body GET would get) and on
+            // a 204 (0), as Beast's serializer wrote it.
+            out_.append("Content-Length: ");
+            appendDecimal(out_, res.body.size());
+            out_.append("\r\n\r\n");
+            if (!head_) {
+                out_.append(res.body);
             }
+            asio::async_write(socket_, asio::buffer(out_),
+                              [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                  self->afterResponse(ec);
+                              });
             return;
         }
-        // Streamed: header, then one chunk per call of the body stream, then the last chunk.
-        header_.emplace(static_cast<http::status>(res.status), version_);
-        commonHeaders(*header_, res);
-        header_->keep_alive(keep_alive_);
+        // Streamed: header (with the first chunk), then one chunk per call of the body
+        // stream, the last chunk after the final one. HEAD: the header alone, no length.
         if (!head_) {
-            header_->chunked(true);
+            out_.append("Transfer-Encoding: chunked\r\n");
+        }
+        out_.append("\r\n");
+        if (head_) {
+            asio::async_write(socket_, asio::buffer(out_),
+                              [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                  self->afterResponse(ec);
+                              });
+            return;
         }
         body_ = std::move(res.stream);
-        serializer_.emplace(*header_);
-        http::async_write_header(stream_, *serializer_,
-                                 [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                                     if (ec || self->head_) {
-                                         self->afterResponse(ec);
-                                     } else {
-                                         self->writeChunk();
-                                     }
-                                 });
+        writeChunk();
     }
 
+    // Writes out_ (when not empty: what precedes) then the next chunk of body_.
     void writeChunk() {
         chunk_.clear();
         bool more = body_(chunk_);
+        chunk_head_.clear();
+        if (!chunk_.empty()) {
+            char hex[17];
+            std::size_t n = chunk_.size();
+            int len = 0;
+            do {
+                hex[16 - len++] = "0123456789abcdef"[n % 16];
+                n /= 16;
+            } while (n != 0);
+            chunk_head_.assign(hex + 17 - len, static_cast<std::size_t>(len));
+            chunk_head_.append("\r\n");
+        }
+        static constexpr std::string_view kCrlf = "\r\n";
+        static constexpr std::string_view kLast = "0\r\n\r\n";
+        std::size_t nbufs = 0;
+        if (!out_.empty()) {
+            bufs_[nbufs++] = asio::buffer(out_);
+        }
+        if (!chunk_.empty()) {
+            bufs_[nbufs++] = asio::buffer(chunk_head_);
+            bufs_[nbufs++] = asio::buffer(chunk_);
+            bufs_[nbufs++] = asio::buffer(kCrlf.data(), kCrlf.size());
+        }
+        if (!more) {
+            bufs_[nbufs++] = asio::buffer(kLast.data(), kLast.size());
+        }
         auto next = [self = shared_from_this(), more](beast::error_code ec, std::size_t) {
-            if (ec) {
+            self->out_.clear();
+            if (ec || !more) {
+                self->chunk_ = std::string(); // a list's buffer is not kept for the next one
                 self->afterResponse(ec);
-            } else if (more) {
-                self->writeChunk();
             } else {
-                asio::async_write(self->stream_, http::make_chunk_last(),
-                                  [self](beast::error_code last_ec, std::size_t) {
-                                      self->afterResponse(last_ec);
-                                  });
+                self->writeChunk();
             }
         };
-        if (chunk_.empty()) {
-            asio::post(stream_.get_executor(), [next] { next({}, 0); });
-        } else {
-            asio::async_write(stream_, http::make_chunk(asio::buffer(chunk_)), std::move(next));
+        if (nbufs == 0) {
+            // An empty piece in the middle of the stream: ask for the next one later.
+            asio::post(socket_.get_executor(), [next] { next({}, 0); });
+            return;
         }
+        asio::async_write(socket_, std::span<const asio::const_buffer>(bufs_.data(), nbufs),
+                          std::move(next));
     }
 
     void afterResponse(beast::error_code ec) {
@@ -179,19 +276,26 @@ private:
 
     void close() {
         beast::error_code ignored;
-        stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-        stream_.socket().close(ignored);
+        timer_.cancel();
+        if (socket_.is_open()) {
+            socket_.shutdown(tcp::socket::shutdown_send, ignored);
+            socket_.close(ignored);
+        }
     }
 
-    beast::tcp_stream stream_;
+    Socket socket_;
+    asio::basic_waitable_timer<Clock, asio::wait_traits<Clock>, Executor> timer_;
+    Clock::time_point deadline_{};
     Routes& routes_;
     asio::thread_pool& slow_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
-    std::optional<http::response<http::empty_body>> header_;
-    std::optional<http::response_serializer<http::empty_body>> serializer_;
+    Request request_; // the current request, its strings reused from one to the next
+    std::string out_; // the response head (and body), reused from one to the next
     BodyStream body_;
     std::string chunk_;
+    std::string chunk_head_;
+    std::array<asio::const_buffer, 5> bufs_{}; // what writeChunk's write sends
     unsigned version_ = 11;
     bool keep_alive_ = false;
     bool head_ = false;
@@ -257,9 +361,10 @@ void Server::stop() {
 }
 
 void Server::accept() {
+    auto session =
+        std::make_shared<Session>(*workers_[next_worker_++ % workers_.size()], routes_, slow_);
     acceptor_.async_accept(
-        *workers_[next_worker_++ % workers_.size()],
-        [self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
+        session->socket(), [self = shared_from_this(), session](boost::system::error_code ec) {
             if (ec == asio::error::operation_aborted) {
                 return;
             }
@@ -273,8 +378,9 @@ void Server::accept() {
                 });
                 return;
             }
-            socket.set_option(tcp::no_delay(true), ec);
-            std::make_shared<Session>(std::move(socket), self->routes_, self->slow_)->start();
+            session->socket().set_option(tcp::no_delay(true), ec);
+            // The session's handlers all run on its worker thread, its start too.
+            asio::post(session->socket().get_executor(), [session] { session->start(); });
             self->accept();
         });
 }

@@ -37,7 +37,7 @@ constexpr bool kOsipArena = true;
 
 class Arena {
 public:
-    static constexpr std::size_t kSize = 256 * 1024;
+    static constexpr std::size_t kSize = std::size_t{256} * 1024;
     static constexpr std::size_t kAlign = 16;
 
     void* allocate(std::size_t n) {
