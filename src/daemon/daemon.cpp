@@ -103,9 +103,10 @@ struct Runtime {
     std::unique_ptr<asio::ssl::context> tls;
     std::shared_ptr<p2p::P2pNode> p2p;
     std::unique_ptr<api::Routes> routes;
-    asio::io_context io; // listeners and the API's acceptor; run by the first sp-io thread
     // One context per further sp-io thread; TCP/TLS connections are spread over io and these.
+    // Declared before io: io's pending accept handlers hold strands of these contexts.
     std::vector<std::unique_ptr<asio::io_context>> connection_io;
+    asio::io_context io; // listeners and the API's acceptor; run by the first sp-io thread
     std::shared_ptr<api::Server> api;
     std::vector<std::shared_ptr<listen::UdpListener>> udp;
     std::vector<std::shared_ptr<listen::TcpListener>> tcp;
