@@ -1,6 +1,7 @@
 // libFuzzer target: sip::parse on any bytes, then buildReply when it is a request.
-// Invariants: no crash, no leak, single-line fields free of control characters, and every
-// reply is CRLF-framed with a Content-Length equal to its body.
+// Invariants: no crash, no leak, single-line fields free of control characters, the event's
+// fields the same with and without the reply's, and every reply is CRLF-framed with a
+// Content-Length equal to its body.
 
 #include <cstdint>
 #include <cstdlib>
@@ -55,6 +56,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         checkSingleLine(via);
     }
     check(!m.method.empty() && !m.called_number.empty() && !m.user_agent.empty());
+
+    // What is recorded does not depend on whether a reply is wanted (parse.hpp, Detail).
+    sp::sip::Message e = sp::sip::parse(bytes, sp::sip::Detail::Event);
+    check(e.kind == m.kind && e.method == m.method && e.called_number == m.called_number &&
+          e.user_agent == m.user_agent && e.sip_message == m.sip_message);
 
     sp::sip::ReplyContext ctx{"UDP", "203.0.113.9", 40000, "192.0.2.10", 5060};
     for (auto mode :

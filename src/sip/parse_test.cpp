@@ -340,6 +340,22 @@ TEST_F(ParseTest, PathologicallyComplexMessagesAreMalformedNotParsed) {
     EXPECT_TRUE(vias.vias.empty());
 }
 
+TEST_F(ParseTest, HugeHeadersOutgrowTheParsersArenaAndStillParse) {
+    // osip copies each header value a few times: 200 KB of To and User-Agent need more than
+    // the per-thread arena (256 KiB), so osip's allocations fall back to malloc mid-message.
+    std::string name(100000, 'n');
+    std::string ua(100000, 'u');
+    std::string bytes = "INVITE sip:100@192.0.2.10 SIP/2.0\r\nTo: \"" + name +
+                        "\" <sip:300@192.0.2.10>\r\nUser-Agent: " + ua + "\r\n\r\n";
+    for (int round = 0; round < 3; ++round) { // the arena is rewound and reused
+        Message m = parse(bytes, round == 1 ? Detail::Event : Detail::Reply);
+        EXPECT_EQ(m.kind, Kind::Request);
+        EXPECT_EQ(m.called_number, "300");
+        EXPECT_EQ(m.user_agent, ua);
+    }
+    EXPECT_EQ(parse(test::sipviciousOptions()).kind, Kind::Request);
+}
+
 TEST_F(ParseTest, HeadersWeDoNotReadCannotMakeARequestMalformed) {
     // A broken Contact or a NUL in an unknown header: still the INVITE it is, recorded whole.
     std::string bytes = "INVITE sip:100@192.0.2.10 SIP/2.0\r\n"
