@@ -76,16 +76,16 @@ private:
 thread_local std::unique_ptr<Arena> t_arena;
 thread_local bool t_arena_active = false;
 
-void* arenaMalloc(std::size_t n) {
+[[maybe_unused]] void* arenaMalloc(std::size_t n) {
     return t_arena_active ? t_arena->allocate(n) : std::malloc(n);
 }
-void* arenaRealloc(void* p, std::size_t n) {
+[[maybe_unused]] void* arenaRealloc(void* p, std::size_t n) {
     if (p == nullptr) {
         return arenaMalloc(n);
     }
     return t_arena && t_arena->owns(p) ? t_arena->reallocate(p, n) : std::realloc(p, n);
 }
-void arenaFree(void* p) {
+[[maybe_unused]] void arenaFree(void* p) {
     if (p != nullptr && !(t_arena && t_arena->owns(p))) {
         std::free(p);
     }
@@ -402,12 +402,9 @@ Message parse(std::string_view bytes, Detail detail) {
         }
         initParser();
         const ArenaScope arena; // declared before the message: osip frees into it first
-        OsipMessage parsed = parseHead(head, detail);
-        if (!parsed && detail == Detail::Reply) {
-            // What the event reads may still parse: recorded as what it is, not answered.
-            parsed = parseHead(head, Detail::Event);
-            detail = Detail::Event;
-        }
+        // What is recorded comes from the start line, To and User-Agent alone, whatever the
+        // mode (osip's verdict on a message can depend on which other headers it is given).
+        const OsipMessage parsed = parseHead(head, Detail::Event);
         if (!parsed) {
             m.user_agent = rawUserAgent(start);
             return m;
@@ -423,7 +420,13 @@ Message parse(std::string_view bytes, Detail detail) {
         if (detail == Detail::Event) {
             return m;
         }
-        fillResponderFields(sip, start, m);
+        // The reply's headers, parsed again with the event's: when osip rejects them the
+        // request stays recorded and is not answered.
+        const OsipMessage full = parseHead(head, Detail::Reply);
+        if (!full) {
+            return m;
+        }
+        fillResponderFields(full.get(), start, m);
         m.content_type = core::sanitizeBytes(firstContentType(head), false);
         m.has_body = length->present ? length->value > 0
                                      : body.find_first_not_of("\r\n") != std::string_view::npos;
