@@ -86,69 +86,10 @@ std::string micros(TimePoint t) {
 
 // ---- timestamps and numbers, appended in place ----------------------------------------
 
-void putDigits(char* p, long long v, int width) {
-    for (int i = width - 1; i >= 0; --i) {
-        p[i] = static_cast<char>('0' + v % 10);
-        v /= 10;
-    }
-}
-
-// Writes core::formatTimestamp(t) ("YYYY-MM-DD HH:MM:SS.fffffffff", UTC) without a
-// temporary string. Remembers the last second it formatted: a sorted list's neighbours
-// mostly share it, and then only the fraction is written.
-class TimestampText {
-public:
-    void append(std::string& out, TimePoint t) {
-        auto ns =
-            std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-        long long secs = ns / 1'000'000'000;
-        long long frac = ns % 1'000'000'000;
-        if (frac < 0) {
-            frac += 1'000'000'000;
-            --secs;
-        }
-        if (!valid_ || secs != secs_) {
-            formatSeconds(secs);
-        }
-        putDigits(buf_ + 20, frac, 9);
-        out.append(buf_, sizeof buf_ - 1);
-    }
-
-private:
-    void formatSeconds(long long secs) {
-        valid_ = true;
-        secs_ = secs;
-        long long days = secs / 86400;
-        long long rem = secs % 86400;
-        if (rem < 0) {
-            rem += 86400;
-            --days;
-        }
-        // Howard Hinnant's civil_from_days, as core::formatTimestamp.
-        const long long z = days + 719468;
-        const long long era = (z >= 0 ? z : z - 146096) / 146097;
-        const long long doe = z - era * 146097;
-        const long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-        const long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        const long long mp = (5 * doy + 2) / 153;
-        const long long day = doy - (153 * mp + 2) / 5 + 1;
-        const long long month = mp < 10 ? mp + 3 : mp - 9;
-        const long long year = yoe + era * 400 + (month <= 2 ? 1 : 0);
-        putDigits(buf_, std::clamp(year, 0LL, 9999LL), 4);
-        putDigits(buf_ + 5, month, 2);
-        putDigits(buf_ + 8, day, 2);
-        putDigits(buf_ + 11, rem / 3600, 2);
-        putDigits(buf_ + 14, rem / 60 % 60, 2);
-        putDigits(buf_ + 17, rem % 60, 2);
-    }
-
-    bool valid_ = false;
-    long long secs_ = 0;
-    char buf_[30] = "0000-00-00 00:00:00.000000000";
-};
-
 void appendTimestamp(std::string& out, TimePoint t) {
-    TimestampText().append(out, t);
+    std::size_t at = out.size();
+    out.resize(at + core::kTimestampLength);
+    core::writeTimestamp(out.data() + at, t);
 }
 
 void appendNumber(std::string& out, std::uint64_t v) {
@@ -206,9 +147,9 @@ public:
         data_ = static_cast<T*>(p);
         capacity_ = n;
     }
-    void push_back(const T& v) {
+    void pushBack(const T& v) {
         if (size_ == capacity_) {
-            reserve(capacity_ * 2);
+            reserve(capacity_ * 2 + 1);
         }
         data_[size_++] = v;
     }
@@ -357,9 +298,9 @@ Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool wit
                             (seen.last == q.after->last && key <= q.after->key))) {
                 continue; // not after the cursor in list order
             }
-            page.entries.push_back(Entry{seen.last, seen.count,
-                                         static_cast<std::uint32_t>(page.keys.size()),
-                                         static_cast<std::uint32_t>(key.size())});
+            page.entries.pushBack(Entry{seen.last, seen.count,
+                                        static_cast<std::uint32_t>(page.keys.size()),
+                                        static_cast<std::uint32_t>(key.size())});
             if (with_first) {
                 char first[sizeof(TimePoint)];
                 std::memcpy(first, &seen.first, sizeof first);
@@ -427,15 +368,14 @@ Response jsonList(std::shared_ptr<Page> page, const char* total_key, const char*
     Response r;
     r.stream = streamEntries(
         std::move(page), std::move(header),
-        [open = std::move(open), last = TimestampText()](std::string& out, const Page& p,
-                                                         const Entry& e, std::size_t i) mutable {
+        [open = std::move(open)](std::string& out, const Page& p, const Entry& e, std::size_t i) {
             if (i > 0) {
                 out.append(", ");
             }
             out.append(open);
             core::appendJsonString(out, p.key(e));
             out.append(R"(, "seen_last": ")");
-            last.append(out, e.last);
+            appendTimestamp(out, e.last);
             out.append(R"(", "seen_count": ")");
             appendNumber(out, e.count);
             out.append("\"}");
@@ -863,15 +803,14 @@ Response Routes::numbers(const Request& r) {
     if (format == "csv") {
         return textStream(
             std::move(page), "called_number,seen_count,seen_first,seen_last\r\n",
-            [first = TimestampText(), last = TimestampText()](std::string& out, const Page& p,
-                                                              const Entry& e, std::size_t) mutable {
+            [](std::string& out, const Page& p, const Entry& e, std::size_t) {
                 appendCsvField(out, p.key(e));
                 out.push_back(',');
                 appendNumber(out, e.count);
                 out.push_back(',');
-                first.append(out, p.first(e));
+                appendTimestamp(out, p.first(e));
                 out.push_back(',');
-                last.append(out, e.last);
+                appendTimestamp(out, e.last);
                 out.append("\r\n");
             },
             "", "text/csv; charset=utf-8");

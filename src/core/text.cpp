@@ -94,7 +94,7 @@ void digits(char* out, long long v, int width) {
 
 } // namespace
 
-std::string formatTimestamp(TimePoint t) {
+void writeTimestamp(char* out, TimePoint t) {
     // Hand-rolled (Howard Hinnant's civil_from_days) rather than gmtime_r + snprintf: the
     // API formats one per listed entry, 100,000 for a full /numbers.
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -119,14 +119,24 @@ std::string formatTimestamp(TimePoint t) {
     const long long day = doy - (153 * mp + 2) / 5 + 1;
     const long long month = mp < 10 ? mp + 3 : mp - 9;
     const long long year = yoe + era * 400 + (month <= 2 ? 1 : 0);
-    std::string out = "0000-00-00 00:00:00.000000000";
-    digits(out.data(), std::clamp(year, 0LL, 9999LL), 4);
-    digits(out.data() + 5, month, 2);
-    digits(out.data() + 8, day, 2);
-    digits(out.data() + 11, rem / 3600, 2);
-    digits(out.data() + 14, rem / 60 % 60, 2);
-    digits(out.data() + 17, rem % 60, 2);
-    digits(out.data() + 20, frac, 9);
+    digits(out, std::clamp(year, 0LL, 9999LL), 4);
+    out[4] = '-';
+    digits(out + 5, month, 2);
+    out[7] = '-';
+    digits(out + 8, day, 2);
+    out[10] = ' ';
+    digits(out + 11, rem / 3600, 2);
+    out[13] = ':';
+    digits(out + 14, rem / 60 % 60, 2);
+    out[16] = ':';
+    digits(out + 17, rem % 60, 2);
+    out[19] = '.';
+    digits(out + 20, frac, 9);
+}
+
+std::string formatTimestamp(TimePoint t) {
+    std::string out(kTimestampLength, '\0');
+    writeTimestamp(out.data(), t);
     return out;
 }
 

@@ -21,6 +21,9 @@ std::string sanitizeBytes(std::string_view bytes, bool keep_line_breaks);
 
 // "YYYY-MM-DD HH:MM:SS.nnnnnnnnn" in UTC, always nine fraction digits.
 std::string formatTimestamp(TimePoint t);
+inline constexpr std::size_t kTimestampLength = 29;
+// The same text written at out[0, kTimestampLength) (no NUL), without a temporary string.
+void writeTimestamp(char* out, TimePoint t);
 
 // Parses "YYYY-MM-DD HH:MM:SS" with an optional fraction of 1 to 9 digits (SentryPeer
 // prints 6 to 9), also accepting 'T' as the separator and a trailing 'Z'. Read as UTC.
