@@ -147,24 +147,34 @@ void startListeners(const config::Config& c, Runtime& rt, const std::string& nod
     }
 }
 
+// How long events gather in a sink's queue before its thread takes them: one wake-up per
+// batch instead of one per event (measured at 50,000 UDP events/s: the p2p sink woken per
+// event cost 6 us per event). What it costs: up to 50 ms more before a row, a log line or a
+// DHT put; the webhook, which posts each event on its own anyway, keeps its own options.
+constexpr std::chrono::milliseconds kGather{50};
+
 void addSinks(const config::Config& c, Runtime& rt) {
     // The store is the source of truth: lossless (publishers wait rather than drop) with a
-    // queue sized for bursts. Events gather for up to 50 ms (or until 5,000 are waiting), then
-    // go in one transaction: few large transactions cost far less than many small ones.
+    // queue sized for bursts. Events gather for up to kGather (or until 5,000 are waiting),
+    // then go in one transaction: few large transactions cost far less than many small ones.
     rt.bus.addSink(rt.store, {.name = "store",
                               .thread_name = "sp-store",
                               .capacity = 65536,
                               .max_batch = 5000,
-                              .tick = std::chrono::milliseconds(50),
-                              .linger = std::chrono::milliseconds(50),
+                              .tick = kGather,
+                              .linger = kGather,
                               .lossless = true});
     if (c.json_log) {
         rt.bus.addSink(std::make_shared<sinks::JsonLog>(c.json_log_file, rt.clock),
-                       {.name = "json_log", .thread_name = "sp-jsonlog", .capacity = 65536});
+                       {.name = "json_log",
+                        .thread_name = "sp-jsonlog",
+                        .capacity = 65536,
+                        .linger = kGather});
     }
     if (c.syslog) {
-        rt.bus.addSink(std::make_shared<sinks::Syslog>(c.syslog_socket, rt.clock),
-                       {.name = "syslog", .thread_name = "sp-syslog", .capacity = 65536});
+        rt.bus.addSink(
+            std::make_shared<sinks::Syslog>(c.syslog_socket, rt.clock),
+            {.name = "syslog", .thread_name = "sp-syslog", .capacity = 65536, .linger = kGather});
     }
     if (!c.webhook_url.empty()) {
         rt.webhook = std::make_shared<sinks::Webhook>(
@@ -205,7 +215,8 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
     o.node_id = node_id;
     rt.p2p = std::make_shared<p2p::P2pNode>(
         o, rt.clock, [&bus = rt.bus](const core::EventPtr& e) { bus.publish(e); });
-    rt.bus.addSink(rt.p2p, {.name = "p2p", .thread_name = "sp-p2p", .capacity = 65536});
+    rt.bus.addSink(rt.p2p,
+                   {.name = "p2p", .thread_name = "sp-p2p", .capacity = 65536, .linger = kGather});
     rt.p2p->start();
     rt.metrics.add([p = rt.p2p](core::MetricsWriter& w) { p->collect(w); });
     rt.listening.push_back("DHT UDP " + std::to_string(c.dht_port) + " (network " +

@@ -96,7 +96,8 @@ void fillMeta(const mmsghdr& m, const sockaddr_storage& from, const UdpListener&
 
 UdpListener::UdpListener(boost::asio::io_context& io, const boost::asio::ip::udp::endpoint& ep,
                          Ingest& ingest, bool responsive)
-    : socket_(io), ingest_(ingest), responsive_(responsive), batch_(std::make_unique<Batch>()) {
+    : socket_(io), poll_timer_(io), ingest_(ingest), responsive_(responsive),
+      batch_(std::make_unique<Batch>()) {
     boost::system::error_code ec;
     socket_.open(ep.protocol(), ec);
     if (!ec && ep.address().is_v6()) {
@@ -134,12 +135,25 @@ void UdpListener::arm() {
                            if (ec) {
                                return; // cancelled: shutting down
                            }
-                           self->receive(16);
-                           self->arm();
+                           self->poll();
                        });
 }
 
-bool UdpListener::receive(int max_rounds) {
+void UdpListener::poll() {
+    if (receive(16) == 0) {
+        arm(); // quiet: wait for the next datagram
+        return;
+    }
+    poll_timer_.expires_after(kPollInterval); // busy: read again shortly, in one batch
+    poll_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+        if (!ec) {
+            self->poll();
+        }
+    });
+}
+
+std::size_t UdpListener::receive(int max_rounds) {
+    std::size_t received = 0;
     int fd = socket_.native_handle();
     for (int round = 0; round < max_rounds; ++round) {
         batch_->reset();
@@ -150,8 +164,9 @@ bool UdpListener::receive(int max_rounds) {
                 spdlog::warn("{}: recvmmsg: {}", describe("UDP", local_),
                              core::errnoMessage(errno));
             }
-            return false;
+            return received;
         }
+        received += static_cast<std::size_t>(n);
         for (int i = 0; i < n; ++i) {
             auto slot = static_cast<std::size_t>(i);
             const auto& m = batch_->msgs[slot];
@@ -164,10 +179,10 @@ bool UdpListener::receive(int max_rounds) {
             }
         }
         if (static_cast<std::size_t>(n) < kSlots) {
-            return false;
+            return received;
         }
     }
-    return true;
+    return received;
 }
 
 void UdpListener::sendReply(const std::string& reply, std::size_t slot) {
@@ -213,7 +228,7 @@ void UdpListener::sendReply(const std::string& reply, std::size_t slot) {
 }
 
 void UdpListener::drainAndClose() {
-    while (socket_.is_open() && receive(1024)) {
+    while (socket_.is_open() && receive(1024) > 0) {
     }
     boost::system::error_code ec;
     socket_.close(ec);
