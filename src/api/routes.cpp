@@ -92,17 +92,6 @@ void appendTimestamp(std::string& out, TimePoint t) {
     core::writeTimestamp(out.data() + at, t);
 }
 
-void appendNumber(std::string& out, std::uint64_t v) {
-    char buf[20];
-    char* end = buf + sizeof buf;
-    char* p = end;
-    do {
-        *--p = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    out.append(p, static_cast<std::size_t>(end - p));
-}
-
 // ---- listing the index -------------------------------------------------------------
 
 // Memory for one list's snapshot, mapped for it and unmapped when the response is done.
@@ -377,7 +366,7 @@ Response jsonList(std::shared_ptr<Page> page, const char* total_key, const char*
             out.append(R"(, "seen_last": ")");
             appendTimestamp(out, e.last);
             out.append(R"(", "seen_count": ")");
-            appendNumber(out, e.count);
+            core::appendDecimal(out, e.count);
             out.append("\"}");
         },
         std::move(footer));
@@ -661,7 +650,7 @@ Response found(std::string_view found_key, std::string_view key, const store::Se
     r.body.append(": ");
     core::appendJsonString(r.body, key);
     r.body.append(R"(, "seen_count": ")");
-    appendNumber(r.body, seen.count);
+    core::appendDecimal(r.body, seen.count);
     r.body.append(R"(", "seen_first": ")");
     appendTimestamp(r.body, seen.first);
     r.body.append(R"(", "seen_last": ")");
@@ -743,7 +732,7 @@ Response Routes::ipAddresses(const Request& r) {
                 out.append("add ").append(set).append(isV6(key) ? "_v6 " : " ").append(key);
                 if (timeouts) {
                     out.append(" timeout ");
-                    appendNumber(out, timeout(e));
+                    core::appendDecimal(out, timeout(e));
                 }
                 out.push_back('\n');
             },
@@ -767,7 +756,7 @@ Response Routes::ipAddresses(const Request& r) {
                 s += key;
                 if (timeouts) {
                     s += " timeout ";
-                    appendNumber(s, timeout(e));
+                    core::appendDecimal(s, timeout(e));
                     s += "s";
                 }
             }
@@ -806,7 +795,7 @@ Response Routes::numbers(const Request& r) {
             [](std::string& out, const Page& p, const Entry& e, std::size_t) {
                 appendCsvField(out, p.key(e));
                 out.push_back(',');
-                appendNumber(out, e.count);
+                core::appendDecimal(out, e.count);
                 out.push_back(',');
                 appendTimestamp(out, p.first(e));
                 out.push_back(',');

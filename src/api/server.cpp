@@ -11,6 +11,7 @@
 #include <span>
 #include <spdlog/spdlog.h>
 
+#include "core/text.hpp"
 #include "core/version.hpp"
 
 namespace sp::api {
@@ -36,17 +37,6 @@ const std::string& commonHeaders() {
     return headers;
 }
 
-void appendDecimal(std::string& out, std::size_t v) {
-    char buf[20];
-    char* end = buf + sizeof buf;
-    char* p = end;
-    do {
-        *--p = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    out.append(p, static_cast<std::size_t>(end - p));
-}
-
 // The status line and header block of a response, written straight into `out` (the bytes
 // Beast's serializer wrote for the same message: status line with the standard reason,
 // Content-Type, the common headers, the route's own, Connection when it differs from the
@@ -57,7 +47,7 @@ void appendHead(std::string& out, unsigned version, const Response& r, bool keep
     out.push_back('.');
     out.push_back(static_cast<char>('0' + version % 10));
     out.push_back(' ');
-    appendDecimal(out, static_cast<std::size_t>(r.status));
+    core::appendDecimal(out, static_cast<std::uint64_t>(r.status));
     out.push_back(' ');
     auto reason = http::obsolete_reason(static_cast<http::status>(r.status));
     out.append(reason.data(), reason.size());
@@ -189,7 +179,7 @@ private:
             // Content-Length, also for HEAD (the length of the body GET would get) and on
             // a 204 (0), as Beast's serializer wrote it.
             out_.append("Content-Length: ");
-            appendDecimal(out_, res.body.size());
+            core::appendDecimal(out_, res.body.size());
             out_.append("\r\n\r\n");
             if (!head_) {
                 out_.append(res.body);

@@ -134,6 +134,17 @@ void writeTimestamp(char* out, TimePoint t) {
     digits(out + 20, frac, 9);
 }
 
+void appendDecimal(std::string& out, std::uint64_t v) {
+    char buf[20];
+    char* end = buf + sizeof buf;
+    char* p = end;
+    do {
+        *--p = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    out.append(p, static_cast<std::size_t>(end - p));
+}
+
 std::string formatTimestamp(TimePoint t) {
     std::string out(kTimestampLength, '\0');
     writeTimestamp(out.data(), t);

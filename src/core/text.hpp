@@ -1,6 +1,7 @@
 #pragma once
 // Text helpers for attacker-supplied bytes and for our timestamp format. No I/O.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,6 +23,8 @@ std::string sanitizeBytes(std::string_view bytes, bool keep_line_breaks);
 // "YYYY-MM-DD HH:MM:SS.nnnnnnnnn" in UTC, always nine fraction digits.
 std::string formatTimestamp(TimePoint t);
 inline constexpr std::size_t kTimestampLength = 29;
+// Appends v in decimal (no locale, no temporary string).
+void appendDecimal(std::string& out, std::uint64_t v);
 // The same text written at out[0, kTimestampLength) (no NUL), without a temporary string.
 void writeTimestamp(char* out, TimePoint t);
 
