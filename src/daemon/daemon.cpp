@@ -356,7 +356,8 @@ int run(const config::Config& c) {
         }
         node_id = loadOrCreateNodeId(c.dataDir());
         rt.store = std::make_shared<store::Store>(
-            store::StoreOptions{.path = c.db_file, .max_age = c.max_age}, rt.clock);
+            store::StoreOptions{.path = c.db_file, .max_age = c.max_age, .load_index = false},
+            rt.clock);
         addSinks(c, rt);
         if (!c.sip_disable) {
             startListeners(c, rt, node_id);
@@ -370,6 +371,13 @@ int run(const config::Config& c) {
             startApi(c, rt);
         }
         registerMetrics(rt);
+        // Last: every socket is bound, so probes (and API requests) that arrive while a large
+        // database's index loads wait in the kernel's queues instead of being refused.
+        auto loading = std::chrono::steady_clock::now();
+        rt.store->loadIndex();
+        spdlog::info(
+            "store: {} events within --max-age indexed in {:.1f} s", rt.store->index().events(),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count());
     } catch (const std::exception& e) {
         spdlog::critical("{}", e.what());
         return 1;

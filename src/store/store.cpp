@@ -468,7 +468,9 @@ void Store::Impl::open() {
         counted_from = toMicros(now - store.options_.max_age);
     }
     next_prune = now;
-    loadIndex();
+    if (store.options_.load_index) {
+        loadIndex();
+    }
     ready = true;
 }
 
@@ -934,6 +936,10 @@ void Store::tick() {
         s.next_prune = more ? now : now + options_.prune_interval;
     }
     s.refreshFirst(kRefreshRows);
+}
+
+void Store::loadIndex() {
+    impl_->loadIndex();
 }
 
 void Store::pruneAll() {

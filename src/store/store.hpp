@@ -42,6 +42,9 @@ struct StoreOptions {
     // Events kept in memory while the database refuses writes (busy, disk full), retried
     // with backoff; beyond this the oldest are dropped and counted as lost().
     std::size_t max_pending = 100000;
+    // false: the constructor leaves the in-memory index empty and loadIndex() fills it (the
+    // daemon binds its listeners first, so probes queue in the kernel meanwhile).
+    bool load_index = true;
 };
 
 // Per-key aggregate of stored events. Times have the database's precision (microseconds).
@@ -85,10 +88,15 @@ private:
 class Store final : public bus::Sink {
 public:
     // Opens or creates the database, migrates the schema (an existing SentryPeer database
-    // keeps its rows and gains our columns), loads the index from the rows within
-    // max_age. Throws StoreError.
+    // keeps its rows and gains our columns), loads the index from the rows within max_age
+    // (unless options.load_index is false). Throws StoreError.
     Store(StoreOptions options, const core::Clock& clock);
     ~Store() override;
+
+    // Loads the in-memory index from the rows within max_age (one pass over the time
+    // index: seconds for millions of rows). Before the store thread starts consuming.
+    // Throws StoreError.
+    void loadIndex();
 
     // bus::Sink (store thread): one transaction per batch. Never throws: when the database
     // refuses the write (busy beyond busy_timeout_ms, disk full) the batch is kept in memory

@@ -490,6 +490,23 @@ TEST_F(StoreTest, PruneAllRemovesEveryOldRow) {
     EXPECT_EQ(a->first, t0 + 3h);
 }
 
+TEST_F(StoreTest, IndexLoadCanWaitUntilTheDaemonHasBoundItsSockets) {
+    TimePoint t0 = clock_.now();
+    {
+        Store store(options(), clock_);
+        consume(store, {event("192.0.2.1", "1", t0), event("192.0.2.2", "1", t0 + 1s)});
+    }
+    StoreOptions o = options();
+    o.load_index = false;
+    Store store(o, clock_);
+    EXPECT_EQ(store.index().events(), 0u);
+    store.loadIndex();
+    EXPECT_EQ(store.index().events(), 2u);
+    EXPECT_EQ(store.index().number("1")->count, 2u);
+    EXPECT_EQ(store.index().number("1")->first, t0);
+    EXPECT_EQ(store.index().number("1")->last, t0 + 1s);
+}
+
 TEST_F(StoreTest, IndexLoadsOnlyRowsWithinMaxAge) {
     StoreOptions o = options();
     o.max_age = 1h;
