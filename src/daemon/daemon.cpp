@@ -107,6 +107,14 @@ struct Runtime {
     // Declared before io: io's pending accept handlers hold strands of these contexts.
     std::vector<std::unique_ptr<asio::io_context>> connection_io;
     asio::io_context io; // listeners and the API's acceptor; run by the first sp-io thread
+    // io, then connection_io: one context per sp-io thread.
+    std::vector<asio::io_context*> ioContexts() {
+        std::vector<asio::io_context*> all{&io};
+        for (auto& ctx : connection_io) {
+            all.push_back(ctx.get());
+        }
+        return all;
+    }
     std::shared_ptr<api::Server> api;
     std::vector<std::shared_ptr<listen::UdpListener>> udp;
     std::vector<std::shared_ptr<listen::TcpListener>> tcp;
@@ -121,11 +129,10 @@ void startListeners(const config::Config& c, Runtime& rt, const std::string& nod
     rt.limits = std::make_unique<listen::ConnectionLimits>(c.tcp_max_connections, c.tcp_max_per_ip);
     listen::TcpOptions tcp{c.sip_responsive, 64UL * 1024, c.tcp_max_connections, c.tcp_max_per_ip,
                            c.tcp_idle_timeout};
-    std::vector<asio::io_context*> connection_io{&rt.io};
     for (unsigned i = 1; i < c.threads; ++i) {
-        connection_io.push_back(
-            rt.connection_io.emplace_back(std::make_unique<asio::io_context>(1)).get());
+        rt.connection_io.push_back(std::make_unique<asio::io_context>(1));
     }
+    const std::vector<asio::io_context*> connection_io = rt.ioContexts();
     for (const auto& hp : c.sip_listen) {
         auto udp = std::make_shared<listen::UdpListener>(
             rt.io, endpoint<asio::ip::udp::endpoint>(hp), *rt.ingest, c.sip_responsive);
@@ -417,11 +424,7 @@ int run(const config::Config& c) {
     }
     // sp-io threads: the first runs the listeners' context, each other one a context of
     // connections (kept running while idle by a work guard).
-    std::vector<asio::io_context*> io_contexts{&rt.io};
-    for (auto& ctx : rt.connection_io) {
-        io_contexts.push_back(ctx.get());
-    }
-    for (asio::io_context* ctx : io_contexts) {
+    for (asio::io_context* ctx : rt.ioContexts()) {
         rt.io_threads.emplace_back([ctx, guard = asio::make_work_guard(*ctx)] {
             pthread_setname_np(pthread_self(), "sp-io");
             ctx->run();

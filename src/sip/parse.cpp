@@ -41,7 +41,8 @@ public:
     static constexpr std::size_t kAlign = 16;
 
     void* allocate(std::size_t n) {
-        std::size_t need = kAlign + ((n + kAlign - 1) & ~(kAlign - 1));
+        // At least one byte: a block never ends at the buffer's end, so owns() knows it.
+        std::size_t need = kAlign + ((std::max<std::size_t>(n, 1) + kAlign - 1) & ~(kAlign - 1));
         if (n > kSize || need > kSize - used_) {
             return std::malloc(n);
         }
