@@ -467,6 +467,58 @@ TEST_F(StoreTest, FirstSeenAfterRetentionIsRefreshedByABoundedScan) {
     EXPECT_EQ(index.number("2")->first, t0 + 1h + 5ms);
 }
 
+// Random events over few keys, several retention steps with a small chunk and the refresh
+// scan interleaved with new events: after each step has run to completion, the in-memory
+// index equals what the database says (count, first, last per key, and the event total).
+TEST_F(StoreTest, IndexMatchesTheDatabaseThroughRandomRetention) {
+    StoreOptions o = options();
+    o.max_age = 1h;
+    o.prune_chunk = 7;
+    TimePoint t0 = clock_.now();
+    Store store(o, clock_);
+    std::srand(12345);
+    auto expectIndexMatchesDatabase = [&](const char* when) {
+        SCOPED_TRACE(when);
+        Db db(path_);
+        for (const auto& [column, ips] : {std::pair{"source_ip", true}, {"called_number", false}}) {
+            auto rows = db.rows(fmt::format("SELECT {0}, COUNT(*), MIN(event_time), "
+                                            "MAX(event_time) FROM honey GROUP BY {0}",
+                                            column));
+            store.index().read([&](const Index::Maps& m) {
+                const Index::Map& map = ips ? m.by_ip : m.by_number;
+                EXPECT_EQ(map.size(), rows.size()) << column;
+                for (const auto& r : rows) {
+                    auto it = map.find(r[0]);
+                    ASSERT_NE(it, map.end()) << column << " " << r[0];
+                    EXPECT_EQ(it->second.count, std::stoull(r[1])) << r[0];
+                    EXPECT_EQ(micros(it->second.first), std::stoll(r[2])) << r[0];
+                    EXPECT_EQ(micros(it->second.last), std::stoll(r[3])) << r[0];
+                }
+            });
+        }
+        EXPECT_EQ(store.index().events(),
+                  static_cast<std::uint64_t>(db.number("SELECT COUNT(*) FROM honey")));
+    };
+    TimePoint now = t0;
+    for (int round = 0; round < 6; ++round) {
+        std::vector<core::EventPtr> batch;
+        for (int i = 0; i < 300; ++i) { // times spread over the last 90 minutes
+            auto t = now - std::chrono::seconds(std::rand() % 5400);
+            batch.push_back(event(fmt::format("192.0.2.{}", std::rand() % 9),
+                                  std::to_string(std::rand() % 13), t));
+        }
+        consume(store, batch);
+        now += 20min;
+        clock_.set(now);
+        for (int tick = 0; tick < 3; ++tick) { // a few chunks, the refresh partly done
+            store.tick();
+            consume(store, {event("192.0.2.200", "77", now)});
+        }
+        store.pruneAll(); // the rest of the chunks, then the refresh to its end
+        expectIndexMatchesDatabase(fmt::format("round {}", round).c_str());
+    }
+}
+
 TEST_F(StoreTest, PruneAllRemovesEveryOldRow) {
     StoreOptions o = options();
     o.max_age = 1h;
