@@ -579,14 +579,19 @@ int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
     if (rc != SQLITE_OK) {
         return fail(rc);
     }
+    auto abort = [&](int code) {
+        fail(code);
+        rollbackIfOpen();
+        return code;
+    };
     sqlite3_stmt* s = insert.get();
     // The statement holds pointers into the events (SQLITE_STATIC) until the next batch.
     struct Unbind {
         sqlite3_stmt* s;
         ~Unbind() { sqlite3_clear_bindings(s); }
     } unbind{s};
-    std::vector<std::size_t> rejected;
-    std::vector<std::size_t> duplicates;
+    std::vector<std::size_t> skipped; // in batch order: not stored, not indexed
+    std::size_t duplicates = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
         const core::Event& e = *batch[i];
         if (e.origin == core::Origin::Peer) {
@@ -595,13 +600,12 @@ int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
             sqlite3_reset(peer_stored.get());
             sqlite3_clear_bindings(peer_stored.get());
             if (rc == SQLITE_ROW) {
-                duplicates.push_back(i);
+                skipped.push_back(i);
+                ++duplicates;
                 continue;
             }
             if (rc != SQLITE_DONE) {
-                fail(rc);
-                rollbackIfOpen();
-                return rc;
+                return abort(rc);
             }
         }
         bindText(s, 1, e.event_timestamp);
@@ -625,35 +629,25 @@ int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
         if (rc == SQLITE_OK) {
             continue;
         }
-        if (isRowError(rc)) {
-            fail(rc); // this row only: the transaction goes on
-            rejected.push_back(i);
-            continue;
+        if (!isRowError(rc)) {
+            return abort(rc);
         }
-        fail(rc);
-        rollbackIfOpen();
-        return rc;
+        fail(rc); // this row only: the transaction goes on
+        skipped.push_back(i);
     }
     rc = run(commit.get());
     if (rc != SQLITE_OK) {
-        fail(rc);
-        rollbackIfOpen();
-        return rc;
+        return abort(rc);
     }
+    const std::size_t refused = skipped.size() - duplicates;
     store.transactions_.fetch_add(1, std::memory_order_relaxed);
-    store.stored_.fetch_add(batch.size() - rejected.size() - duplicates.size(),
-                            std::memory_order_relaxed);
-    store.duplicates_.fetch_add(duplicates.size(), std::memory_order_relaxed);
-    if (!duplicates.empty()) {
-        rejected.insert(rejected.end(), duplicates.begin(), duplicates.end());
-        std::sort(rejected.begin(), rejected.end());
-    }
-    std::size_t refused = rejected.size() - duplicates.size();
-    // One exclusive lock per batch; skipped rows (sorted) are almost always none.
+    store.stored_.fetch_add(batch.size() - skipped.size(), std::memory_order_relaxed);
+    store.duplicates_.fetch_add(duplicates, std::memory_order_relaxed);
+    // One exclusive lock per batch; skipped rows are almost always none.
     store.index_.write([&](Index::Maps& maps) {
-        auto skip = rejected.begin();
+        auto skip = skipped.begin();
         for (std::size_t i = 0; i < batch.size(); ++i) {
-            if (skip != rejected.end() && *skip == i) {
+            if (skip != skipped.end() && *skip == i) {
                 ++skip;
                 continue;
             }
