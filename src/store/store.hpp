@@ -6,6 +6,7 @@
 // database file (checkpoints) so the writer never waits for it; started by the constructor,
 // joined by close().
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -21,8 +22,7 @@
 #include "bus/event_bus.hpp"
 #include "core/clock.hpp"
 #include "core/event.hpp"
-#include "core/guarded.hpp"
-#include "core/string_map.hpp"
+#include "store/index.hpp"
 
 namespace sp::store {
 
@@ -36,7 +36,11 @@ public:
 struct StoreOptions {
     std::string path = "sentrypeer.db";
     std::chrono::seconds max_age{7 * 24 * 3600}; // 0 = keep everything
-    std::size_t prune_chunk = 2000;              // rows deleted per retention step
+    // Size budgets, enforced by deleting the oldest rows (database and index together, so
+    // every key the API reports is in the database and vice versa). 0 = no limit.
+    std::uint64_t max_rows = 0;      // rows counted in the index
+    std::size_t max_index_bytes = 0; // the index's estimated memory (Index::memoryBytes)
+    std::size_t prune_chunk = 2000;  // rows deleted per retention step
     std::chrono::milliseconds prune_interval{1000};
     int busy_timeout_ms = 5000;
     // Events kept in memory while the database refuses writes (busy, disk full), retried
@@ -47,43 +51,13 @@ struct StoreOptions {
     bool load_index = true;
 };
 
-// Per-key aggregate of stored events. Times have the database's precision (microseconds).
-struct Seen {
-    std::uint64_t count = 0;
-    core::TimePoint first{};
-    core::TimePoint last{};
-};
-
-// The in-memory index: per source IP and per called number. Written by the store thread,
-// read by any thread (API). Reads take a shared lock; never hold the visitor long.
-class Index {
-public:
-    using Map = core::StringMap<Seen>;
-    struct Maps {
-        Map by_ip;
-        Map by_number;
-        std::uint64_t events = 0; // stored rows, but for any already past max_age when seen
-    };
-
-    std::optional<Seen> ip(std::string_view ip) const;
-    std::optional<Seen> number(std::string_view number) const;
-    std::uint64_t events() const;
-    // Calls f(const Maps&) under the shared lock.
-    template <typename F> decltype(auto) read(F&& f) const {
-        return maps_.read(std::forward<F>(f));
-    }
-
-    // Store thread only.
-    void add(const core::Event& e);
-    // Takes one event away: a key whose count reaches 0 is dropped; otherwise its `first`
-    // becomes at least `time` (retention removes oldest first) and the store then sets it
-    // exactly from the database.
-    void remove(std::string_view ip, std::string_view number, core::TimePoint time);
-    template <typename F> decltype(auto) write(F&& f) { return maps_.write(std::forward<F>(f)); }
-
-private:
-    core::Guarded<Maps> maps_;
-};
+// Why rows were deleted: each is a /metrics counter (evicted_total{reason}).
+enum class Eviction { MaxAge, MaxRows, IndexMemory };
+inline constexpr std::size_t kEvictionReasons = 3;
+inline constexpr const char* evictionName(Eviction e) {
+    return e == Eviction::MaxAge ? "max_age"
+                                 : (e == Eviction::MaxRows ? "max_rows" : "index_memory");
+}
 
 class Store final : public bus::Sink {
 public:
@@ -114,6 +88,10 @@ public:
     // Counters, readable from any thread.
     std::uint64_t stored() const { return stored_.load(std::memory_order_relaxed); }
     std::uint64_t pruned() const { return pruned_.load(std::memory_order_relaxed); }
+    // Rows deleted, by reason (retention, a size budget); their sum is pruned().
+    std::uint64_t evicted(Eviction reason) const {
+        return evicted_[static_cast<std::size_t>(reason)].load(std::memory_order_relaxed);
+    }
     // Failed write attempts (a transaction that could not commit, or a row refused).
     std::uint64_t writeErrors() const { return write_errors_.load(std::memory_order_relaxed); }
     // Events given up on: rejected by the database, or dropped because it kept failing for
@@ -127,7 +105,7 @@ public:
     std::uint64_t transactions() const { return transactions_.load(std::memory_order_relaxed); }
     const std::string& path() const { return options_.path; }
 
-    // Runs retention until nothing older than max_age remains (store thread, or tests).
+    // Runs retention and the size budgets until nothing is over (store thread, or tests).
     void pruneAll();
 
 private:
@@ -138,6 +116,7 @@ private:
     Index index_;
     std::atomic<std::uint64_t> stored_{0};
     std::atomic<std::uint64_t> pruned_{0};
+    std::array<std::atomic<std::uint64_t>, kEvictionReasons> evicted_{};
     std::atomic<std::uint64_t> write_errors_{0};
     std::atomic<std::uint64_t> lost_{0};
     std::atomic<std::uint64_t> duplicates_{0};

@@ -128,6 +128,14 @@ protected:
         return e;
     }
 
+    // A peer's event, reported by node `reporter` (0-9).
+    static core::EventPtr peerEvent(std::string ip, std::string number, TimePoint t, int reporter) {
+        auto e = std::const_pointer_cast<core::Event>(event(std::move(ip), std::move(number), t));
+        e->origin = core::Origin::Peer;
+        e->created_by_node_id = fmt::format("0b8bf2e1-3c4d-4e5f-8a9b-0c1d2e3f4a{:02}", reporter);
+        return e;
+    }
+
     static void consume(Store& store, const std::vector<core::EventPtr>& events) {
         store.consume(std::span<const core::EventPtr>(events));
     }
@@ -171,7 +179,7 @@ TEST_F(StoreTest, StoresEveryColumn) {
     }
 
     Db db(path_);
-    EXPECT_EQ(db.value("PRAGMA user_version"), "2");
+    EXPECT_EQ(db.value("PRAGMA user_version"), "3");
     EXPECT_EQ(db.value("PRAGMA journal_mode"), "wal");
     EXPECT_EQ(db.value("PRAGMA page_size"), "16384"); // a new database
     auto rows =
@@ -223,7 +231,7 @@ TEST_F(StoreTest, SchemaHasSentryPeerColumnsThenOursAndIndexes) {
                                  "tbl_name = 'honey' ORDER BY name")) {
         indexes.push_back(r[0]);
     }
-    std::vector<std::string> expected_indexes{"honey_peer_event_uuid", "honey_time_keys"};
+    std::vector<std::string> expected_indexes{"honey_peer", "honey_time_keys"};
     EXPECT_EQ(indexes, expected_indexes);
     // Reads by time window (the /stats tops, retention) are answered by the time index alone.
     EXPECT_NE(db.rows("EXPLAIN QUERY PLAN SELECT called_number, COUNT(*) FROM honey WHERE "
@@ -237,7 +245,7 @@ TEST_F(StoreTest, SchemaHasSentryPeerColumnsThenOursAndIndexes) {
                       "origin = 'peer'")
                   .at(0)
                   .back()
-                  .find("honey_peer_event_uuid"),
+                  .find("honey_peer"),
               std::string::npos);
 }
 
@@ -484,17 +492,25 @@ TEST_F(StoreTest, IndexMatchesTheDatabaseThroughRandomRetention) {
             auto rows = db.rows(fmt::format("SELECT {0}, COUNT(*), MIN(event_time), "
                                             "MAX(event_time) FROM honey GROUP BY {0}",
                                             column));
-            store.index().read([&](const Index::Maps& m) {
-                const Index::Map& map = ips ? m.by_ip : m.by_number;
-                EXPECT_EQ(map.size(), rows.size()) << column;
-                for (const auto& r : rows) {
-                    auto it = map.find(r[0]);
-                    ASSERT_NE(it, map.end()) << column << " " << r[0];
-                    EXPECT_EQ(it->second.count, std::stoull(r[1])) << r[0];
-                    EXPECT_EQ(micros(it->second.first), std::stoll(r[2])) << r[0];
-                    EXPECT_EQ(micros(it->second.last), std::stoll(r[3])) << r[0];
-                }
-            });
+            auto origins = db.rows(fmt::format(
+                "SELECT {0}, SUM(origin = 'local'), SUM(origin = 'peer'), COUNT(DISTINCT CASE "
+                "WHEN origin = 'peer' THEN created_by_node_id END) FROM honey GROUP BY {0}",
+                column));
+            auto snap = store.index().snapshot();
+            const KeyMap& map = ips ? snap->by_ip : snap->by_number;
+            EXPECT_EQ(map.size(), rows.size()) << column;
+            for (std::size_t i = 0; i < rows.size(); ++i) {
+                const auto& r = rows[i];
+                const Seen* seen = map.find(r[0]);
+                ASSERT_NE(seen, nullptr) << column << " " << r[0];
+                EXPECT_EQ(seen->count, std::stoull(r[1])) << r[0];
+                EXPECT_EQ(micros(seen->first), std::stoll(r[2])) << r[0];
+                EXPECT_EQ(micros(seen->last), std::stoll(r[3])) << r[0];
+                ASSERT_EQ(origins[i][0], r[0]);
+                EXPECT_EQ(seen->local, std::stoull(origins[i][1])) << r[0];
+                EXPECT_EQ(seen->peer, std::stoull(origins[i][2])) << r[0];
+                EXPECT_EQ(seen->reporters, std::stoul(origins[i][3])) << r[0];
+            }
         }
         EXPECT_EQ(store.index().events(),
                   static_cast<std::uint64_t>(db.number("SELECT COUNT(*) FROM honey")));
@@ -504,8 +520,10 @@ TEST_F(StoreTest, IndexMatchesTheDatabaseThroughRandomRetention) {
         std::vector<core::EventPtr> batch;
         for (int i = 0; i < 300; ++i) { // times spread over the last 90 minutes
             auto t = now - std::chrono::seconds(std::rand() % 5400);
-            batch.push_back(event(fmt::format("192.0.2.{}", std::rand() % 9),
-                                  std::to_string(std::rand() % 13), t));
+            auto ip = fmt::format("192.0.2.{}", std::rand() % 9);
+            auto number = std::to_string(std::rand() % 13);
+            batch.push_back(i % 3 == 0 ? peerEvent(ip, number, t, std::rand() % 4)
+                                       : event(ip, number, t));
         }
         consume(store, batch);
         now += 20min;
@@ -517,6 +535,67 @@ TEST_F(StoreTest, IndexMatchesTheDatabaseThroughRandomRetention) {
         store.pruneAll(); // the rest of the chunks, then the refresh to its end
         expectIndexMatchesDatabase(fmt::format("round {}", round).c_str());
     }
+    // A restart loads the same index from the database (the peer pass included).
+    store.close();
+    Store reopened(o, clock_);
+    EXPECT_EQ(reopened.index().events(), store.index().events());
+    auto before = store.index().snapshot();
+    auto after = reopened.index().snapshot();
+    ASSERT_EQ(after->by_ip.size(), before->by_ip.size());
+    for (const auto& [ip, seen] : before->by_ip) {
+        const Seen* again = after->by_ip.find(ip);
+        ASSERT_NE(again, nullptr) << ip;
+        EXPECT_EQ(again->local, seen.local) << ip;
+        EXPECT_EQ(again->peer, seen.peer) << ip;
+        EXPECT_EQ(again->reporters, seen.reporters) << ip;
+        EXPECT_EQ(again->first, seen.first) << ip;
+        EXPECT_EQ(again->last, seen.last) << ip;
+    }
+    EXPECT_EQ(after->peer_events, before->peer_events);
+}
+
+// The size budgets evict the oldest rows whatever their age, and the index follows.
+TEST_F(StoreTest, MaxRowsEvictsTheOldestRowsAndCountsThem) {
+    StoreOptions o = options();
+    o.max_rows = 100;
+    o.prune_chunk = 30;
+    TimePoint t0 = clock_.now();
+    Store store(o, clock_);
+    std::vector<core::EventPtr> batch;
+    for (int i = 0; i < 250; ++i) {
+        batch.push_back(event(fmt::format("198.51.100.{}", i), std::to_string(i),
+                              t0 + std::chrono::seconds(i)));
+    }
+    consume(store, batch);
+    store.pruneAll();
+    EXPECT_EQ(rowCount(), 100);
+    EXPECT_EQ(store.index().events(), 100u);
+    EXPECT_EQ(store.evicted(Eviction::MaxRows), 150u);
+    EXPECT_EQ(store.evicted(Eviction::MaxAge), 0u);
+    EXPECT_FALSE(store.index().ip("198.51.100.149")); // the oldest went
+    EXPECT_TRUE(store.index().ip("198.51.100.150"));
+    EXPECT_EQ(store.index().snapshot()->by_number.size(), 100u);
+}
+
+TEST_F(StoreTest, IndexMemoryBudgetEvictsUntilTheIndexFits) {
+    StoreOptions o = options();
+    o.max_index_bytes = 64 * 1024;
+    Store store(o, clock_);
+    TimePoint t0 = clock_.now();
+    std::vector<core::EventPtr> batch;
+    for (int i = 0; i < 2000; ++i) { // unique keys: about 300 bytes of index per row
+        batch.push_back(event(fmt::format("2001:db8::{:x}", i), fmt::format("44{:09}", i),
+                              t0 + std::chrono::milliseconds(i)));
+    }
+    consume(store, batch);
+    EXPECT_GT(store.index().memoryBytes(), o.max_index_bytes);
+    store.pruneAll();
+    EXPECT_LE(store.index().memoryBytes(), o.max_index_bytes);
+    EXPECT_GT(store.index().events(), 100u); // not everything: only down to the budget
+    auto evicted = store.evicted(Eviction::IndexMemory);
+    EXPECT_EQ(evicted + store.index().events(), 2000u);
+    EXPECT_EQ(static_cast<std::uint64_t>(rowCount()), store.index().events());
+    EXPECT_TRUE(store.index().ip(fmt::format("2001:db8::{:x}", 1999)));
 }
 
 TEST_F(StoreTest, PruneAllRemovesEveryOldRow) {
@@ -645,7 +724,7 @@ TEST_F(StoreTest, OpensSentryPeerDatabaseAndMigratesIt) {
     {
         Store store(o, clock_);
         Db db(path_);
-        EXPECT_EQ(db.value("PRAGMA user_version"), "2");
+        EXPECT_EQ(db.value("PRAGMA user_version"), "3");
         auto rows = db.rows("SELECT event_timestamp, source_ip, called_number, user_agent, "
                             "created_at, origin, app_version, source_port, event_time FROM honey "
                             "ORDER BY honey_id");
@@ -665,7 +744,7 @@ TEST_F(StoreTest, OpensSentryPeerDatabaseAndMigratesIt) {
         // on peer events; version 1's per-key indexes are gone again.
         EXPECT_EQ(db.number("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"), 2);
         EXPECT_EQ(db.number("SELECT COUNT(*) FROM sqlite_master WHERE name IN "
-                            "('honey_peer_event_uuid', 'honey_time_keys')"),
+                            "('honey_peer', 'honey_time_keys')"),
                   2);
 
         EXPECT_EQ(store.index().events(), 3u);
@@ -678,23 +757,23 @@ TEST_F(StoreTest, OpensSentryPeerDatabaseAndMigratesIt) {
     Store again(o, clock_); // already at schema 2: nothing to migrate twice
     EXPECT_EQ(rowCount(), 4);
     EXPECT_EQ(again.index().events(), 4u);
-    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "2");
+    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "3");
 }
 
 TEST_F(StoreTest, RefusesNewerSchema) {
     {
         Db db(path_);
-        db.exec("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY); PRAGMA user_version = 3;");
+        db.exec("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY); PRAGMA user_version = 4;");
     }
     try {
         Store store(options(), clock_);
         FAIL() << "opened a schema 3 database";
     } catch (const StoreError& e) {
         EXPECT_EQ(std::string(e.what()),
-                  fmt::format("database {} was written by a newer sentrypeer (schema 3, we know 2)",
+                  fmt::format("database {} was written by a newer sentrypeer (schema 4, we know 3)",
                               path_.string()));
     }
-    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "3");
+    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "4");
 }
 
 TEST_F(StoreTest, RefusesAFileThatIsNotADatabase) {
@@ -802,36 +881,6 @@ TEST_F(StoreTest, CheckpointerCopiesTheWalBackSoItRestarts) {
     EXPECT_EQ(db.number("SELECT COUNT(*) FROM t"), 201);
     checkpointer.stop();
     checkpointer.stop(); // idempotent
-}
-
-TEST(IndexTest, AddAndRemove) {
-    Index index;
-    TimePoint t{std::chrono::hours(1000)};
-    auto make = [](std::string ip, std::string number, TimePoint at) {
-        core::Event e;
-        e.source_ip = std::move(ip);
-        e.called_number = std::move(number);
-        e.time = at;
-        return e;
-    };
-    index.add(make("192.0.2.1", "1", t + 1s));
-    index.add(make("192.0.2.1", "2", t));
-    index.add(make("192.0.2.2", "2", t + 2s));
-    EXPECT_EQ(index.events(), 3u);
-    EXPECT_EQ(index.ip("192.0.2.1")->count, 2u);
-    EXPECT_EQ(index.ip("192.0.2.1")->first, t);
-    EXPECT_EQ(index.ip("192.0.2.1")->last, t + 1s);
-
-    index.remove("192.0.2.1", "2", t);
-    EXPECT_EQ(index.events(), 2u);
-    EXPECT_EQ(index.ip("192.0.2.1")->count, 1u);
-    EXPECT_EQ(index.ip("192.0.2.1")->first, t); // at least the removed time
-    EXPECT_EQ(index.number("2")->count, 1u);
-    index.remove("192.0.2.1", "1", t + 1s);
-    EXPECT_FALSE(index.ip("192.0.2.1"));
-    EXPECT_FALSE(index.number("1"));
-    index.remove("192.0.2.9", "9", t); // unknown keys: no effect on them
-    EXPECT_EQ(index.number("2")->count, 1u);
 }
 
 // Not a check, a measurement: prints the insert rate and the retention chunk time. Knobs:

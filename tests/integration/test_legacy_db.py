@@ -72,7 +72,7 @@ def test_legacy_db_migrated_rows_kept(make_daemon, tmp_path):
     cols = columns(db)
     assert cols[:len(LEGACY_COLUMNS)] == LEGACY_COLUMNS, f"legacy columns changed: {cols}"
     assert set(NEW_COLUMNS) <= set(cols), f"missing new columns: {set(NEW_COLUMNS) - set(cols)}"
-    assert db_query(db, "PRAGMA user_version")[0]["user_version"] == 2
+    assert db_query(db, "PRAGMA user_version")[0]["user_version"] == 3
     assert db_query(db, "PRAGMA journal_mode")[0]["journal_mode"] == "wal"
 
     rows = d.rows()
@@ -96,11 +96,13 @@ def test_legacy_db_migrated_rows_kept(make_daemon, tmp_path):
     assert db_query(db, "SELECT source_ip, count(*) AS n FROM honey GROUP BY source_ip "
                         "ORDER BY source_ip")[0] == {"source_ip": "127.0.0.1", "n": 1}
     # SentryPeer's per-column indexes are replaced (docs/ARCHITECTURE.md, Storage): one
-    # append-only index on (event_time, source_ip, called_number), one on peer event UUIDs.
+    # append-only index on (event_time, source_ip, called_number), and a partial one on peer
+    # events that covers what the in-memory index counts of them (uuid first: duplicates).
     idx = {r["name"]: [c["name"] for c in db_query(db, f"PRAGMA index_info('{r['name']}')")]
            for r in db_query(db, "PRAGMA index_list(honey)")}
     assert idx == {"honey_time_keys": ["event_time", "source_ip", "called_number"],
-                   "honey_peer_event_uuid": ["event_uuid"]}, idx
+                   "honey_peer": ["event_uuid", "event_time", "source_ip", "called_number",
+                                  "created_by_node_id"]}, idx
 
 
 def test_retention_prunes_old_legacy_rows(make_daemon, tmp_path):
