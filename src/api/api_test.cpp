@@ -26,6 +26,7 @@ struct RoutesTest : ::testing::Test {
         e.called_number = number;
         e.time = clock.now() - ago;
         index.add(e);
+        index.publish();
     }
     api::Response get(const std::string& target, std::string method = "GET",
                       std::string auth = "") {
@@ -184,6 +185,7 @@ TEST_F(RoutesTest, ListTimestampsAndCountsAsCoreFormatsThem) {
         e.time = clock.now() - ago;
         index.add(e);
         index.add(e);
+        index.publish();
     }
     auto csv = body(get("/numbers?format=csv"));
     auto json = body(get("/numbers"));

@@ -182,6 +182,11 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
     addOption(app, "--max-age", raw.max_age, "SENTRYPEER_MAX_AGE",
               "Keep events this long, e.g. 12h, 7d; 0 keeps everything")
         ->check(checkDuration);
+    addOption(app, "--max-rows", c.max_rows, "SENTRYPEER_MAX_ROWS",
+              "Keep at most this many events; the oldest go first; 0: no limit");
+    addOption(app, "--max-index-memory", c.max_index_memory_mib, "SENTRYPEER_MAX_INDEX_MEMORY",
+              "Memory budget of the in-memory index in MiB; the oldest events go first when it "
+              "is exceeded; 0: no limit");
     // Outputs
     addFlag(app, "-j,--json-log", c.json_log, "SENTRYPEER_JSON_LOG",
             "Write one JSON line per event to the JSON log file");
@@ -418,6 +423,8 @@ std::string describe(const Config& c) {
     o << "db_file = " << q(c.db_file) << "\n";
     o << "data_dir = " << q(c.dataDir()) << "\n";
     o << "max_age = \"" << c.max_age.count() << "s\"\n";
+    o << "max_rows = " << c.max_rows << "\n";
+    o << "max_index_memory = " << c.max_index_memory_mib << "\n";
     o << "json_log = " << b(c.json_log) << "\n";
     if (c.json_log) { // a json_log_file key implies json_log
         o << "json_log_file = " << q(c.json_log_file) << "\n";

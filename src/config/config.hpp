@@ -27,6 +27,10 @@ struct Config {
     std::string db_file = "sentrypeer.db";
     std::string data_dir; // empty: the database's directory
     std::chrono::seconds max_age{7 * 24 * 3600};
+    // Size budgets (oldest rows go first, database and index together). 2 M rows is about
+    // 2 GB of database; 128 MiB of index holds about 450,000 distinct IPs + numbers.
+    std::uint64_t max_rows = 2000000;       // 0: no limit
+    std::size_t max_index_memory_mib = 128; // 0: no limit
 
     // Outputs
     bool json_log = false;

@@ -278,36 +278,7 @@ void registerMetrics(Runtime& rt) {
             w.sample(s.dropped, {{"sink", s.name}});
         }
     });
-    rt.metrics.add([&rt](core::MetricsWriter& w) {
-        const auto& st = *rt.store;
-        w.family("events_stored_total", "counter", "Events committed to the database");
-        w.sample(st.stored());
-        w.family("events_lost_total", "counter", "Events the database could not take");
-        w.sample(st.lost());
-        w.family("store_transactions_total", "counter", "Committed database transactions");
-        w.sample(st.transactions());
-        w.family("store_write_errors_total", "counter", "Failed database transactions");
-        w.sample(st.writeErrors());
-        w.family("events_pruned_total", "counter", "Events deleted by retention");
-        w.sample(st.pruned());
-        w.family("database_events", "gauge", "Events in the database");
-        w.sample(st.index().events());
-        w.family("database_size_bytes", "gauge", "Size of the database file and its WAL");
-        std::error_code ec;
-        std::uintmax_t size = 0;
-        for (const char* suffix : {"", "-wal"}) {
-            auto n = fs::file_size(st.path() + suffix, ec);
-            size += ec ? 0 : n;
-        }
-        w.sample(std::uint64_t{size});
-        auto [ips, numbers] = st.index().read([](const store::Index::Maps& m) {
-            return std::pair{m.by_ip.size(), m.by_number.size()};
-        });
-        w.family("bad_actors", "gauge", "Distinct source IPs in the database");
-        w.sample(std::uint64_t{ips});
-        w.family("called_numbers", "gauge", "Distinct called numbers in the database");
-        w.sample(std::uint64_t{numbers});
-    });
+    rt.metrics.add([s = rt.store](core::MetricsWriter& w) { s->collect(w); });
     if (!rt.ingest) {
         return;
     }
@@ -363,7 +334,11 @@ int run(const config::Config& c) {
         }
         node_id = loadOrCreateNodeId(c.dataDir());
         rt.store = std::make_shared<store::Store>(
-            store::StoreOptions{.path = c.db_file, .max_age = c.max_age, .load_index = false},
+            store::StoreOptions{.path = c.db_file,
+                                .max_age = c.max_age,
+                                .max_rows = c.max_rows,
+                                .max_index_bytes = c.max_index_memory_mib * 1024 * 1024,
+                                .load_index = false},
             rt.clock);
         addSinks(c, rt);
         if (!c.sip_disable) {

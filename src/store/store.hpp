@@ -22,6 +22,7 @@
 #include "bus/event_bus.hpp"
 #include "core/clock.hpp"
 #include "core/event.hpp"
+#include "core/metrics.hpp"
 #include "store/index.hpp"
 
 namespace sp::store {
@@ -104,6 +105,10 @@ public:
     // Committed write transactions (one per written batch, one per retention chunk).
     std::uint64_t transactions() const { return transactions_.load(std::memory_order_relaxed); }
     const std::string& path() const { return options_.path; }
+
+    // The store's /metrics families (any thread): rows written, lost, evicted by reason,
+    // the index's keys, memory and budget, the database file's size.
+    void collect(core::MetricsWriter& w) const;
 
     // Runs retention and the size budgets until nothing is over (store thread, or tests).
     void pruneAll();
