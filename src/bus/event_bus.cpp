@@ -1,8 +1,11 @@
 #include "bus/event_bus.hpp"
 
+#include "core/rate_limit.hpp"
+
 #include <condition_variable>
 #include <mutex>
 #include <pthread.h>
+#include <spdlog/spdlog.h>
 #include <thread>
 
 namespace sp::bus {
@@ -35,6 +38,7 @@ struct EventBus::Channel {
     std::atomic<std::size_t> depth{0};
     std::atomic<std::size_t> depth_bytes{0};
     std::thread thread;
+    core::TokenBucket reopen_log{1.0, 5}; // sink thread only: SIGHUP storms log a few lines
 
     // Whether an event of n bytes fits now (mutex held). An event alone always fits, so a
     // lossless publisher cannot wait forever for an event bigger than the byte budget.
@@ -49,6 +53,9 @@ void EventBus::Channel::run() {
     pthread_setname_np(pthread_self(), options.thread_name.substr(0, 15).c_str());
     std::vector<core::EventPtr> batch;
     batch.reserve(std::min<std::size_t>(options.max_batch, 4096));
+    spdlog::debug("sink {}: started ({}, queue of {} events / {} bytes)", options.name,
+                  options.lossless ? "lossless" : "lossy", options.capacity,
+                  options.capacity_bytes);
     for (;;) {
         bool done = false;
         bool discarded = false;
@@ -79,6 +86,9 @@ void EventBus::Channel::run() {
             not_full.notify_all();
         }
         if (reopen.exchange(false)) {
+            if (reopen_log.allow(std::chrono::system_clock::now())) {
+                spdlog::debug("sink {}: reopening", options.name);
+            }
             sink->reopen();
         }
         for (std::size_t i = 0; i < batch.size(); i += options.max_batch) {
@@ -99,6 +109,9 @@ void EventBus::Channel::run() {
             break;
         }
     }
+    spdlog::debug("sink {}: {}, closing ({} events consumed, {} discarded)", options.name,
+                  interrupted.load() ? "interrupted" : "drained", consumed.load(),
+                  dropped_shutdown.load());
     sink->close();
 }
 

@@ -226,3 +226,65 @@ TEST(ConnectionLimits, PerIpAndTotalCaps) {
     EXPECT_TRUE(l.tryAcquire("c"));
     EXPECT_EQ(l.open(), 3u);
 }
+
+TEST_F(Fixture, UdpDrainIsBoundedInDatagramsAndByAbort) {
+    makeIngest(false);
+    auto udp = std::make_shared<listen::UdpListener>(
+        io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0), *ingest, false);
+    int fd = udpSocket();
+    auto to = loopback(udp->localEndpoint().port());
+    for (int i = 0; i < 200; ++i) {
+        ::sendto(fd, kOptions.data(), kOptions.size(), 0, reinterpret_cast<sockaddr*>(&to),
+                 sizeof to);
+    }
+    // Stops at the first batch boundary (32 datagrams) at or past the bound.
+    std::size_t drained = udp->drainAndClose(40);
+    EXPECT_GE(drained, 40u);
+    EXPECT_LT(drained, 200u);
+    EXPECT_EQ(collected.snapshot().size(), drained);
+    ::close(fd);
+
+    auto second = std::make_shared<listen::UdpListener>(
+        io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0), *ingest, false);
+    fd = udpSocket();
+    to = loopback(second->localEndpoint().port());
+    for (int i = 0; i < 10; ++i) {
+        ::sendto(fd, kOptions.data(), kOptions.size(), 0, reinterpret_cast<sockaddr*>(&to),
+                 sizeof to);
+    }
+    std::atomic<bool> abort{true};
+    EXPECT_EQ(second->drainAndClose(100000, std::chrono::milliseconds(2000), &abort), 0u);
+    ::close(fd);
+}
+
+TEST_F(Fixture, UdpRepliesArePerDestinationRateLimitedButAllRecorded) {
+    ingest = std::make_unique<listen::Ingest>(
+        listen::IngestOptions{.responsive = true,
+                              .responder = {},
+                              .node_id = "00000000-0000-4000-8000-000000000001",
+                              .reply_rate = 3},
+        clock, collected.publisher());
+    auto udp = std::make_shared<listen::UdpListener>(
+        io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0), *ingest, true);
+    udp->start();
+    run();
+    int fd = udpSocket({0, 300000});
+    auto to = loopback(udp->localEndpoint().port());
+    for (int i = 0; i < 20; ++i) {
+        ::sendto(fd, kOptions.data(), kOptions.size(), 0, reinterpret_cast<sockaddr*>(&to),
+                 sizeof to);
+    }
+    ASSERT_TRUE(collected.waitFor(20));
+    int replies = 0;
+    char buf[4096];
+    while (::recv(fd, buf, sizeof buf, 0) > 0) {
+        ++replies;
+    }
+    // A burst of 3, plus at most 3/s refill while the 20 arrive.
+    EXPECT_GE(replies, 3);
+    EXPECT_LE(replies, 6);
+    const auto& c = ingest->counters().by_transport[0];
+    EXPECT_EQ(c.replies.load() + c.replies_suppressed.load(), 20u);
+    EXPECT_EQ(c.replies.load(), static_cast<std::uint64_t>(replies));
+    ::close(fd);
+}
