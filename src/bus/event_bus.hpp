@@ -1,7 +1,10 @@
 #pragma once
 // EventBus: fans every event out to sinks, each with its own bounded queue and thread.
-// A full queue of a lossy sink drops the event and counts it; a lossless sink (the store,
-// the source of truth) makes publish() wait for room instead, so nothing accepted is lost.
+// Each queue is bounded twice: in events (capacity) and in bytes (capacity_bytes, each event
+// weighing eventMemoryBytes()), since one 64 KiB datagram weighs as much as a thousand small
+// ones. A full queue of a lossy sink drops the event and counts it (by reason); a lossless
+// sink (the store, the source of truth) makes publish() wait for room instead, so nothing
+// accepted is lost, until stop() or abort() wakes the waiting publishers.
 
 #include <atomic>
 #include <chrono>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "core/event.hpp"
+#include "core/metrics.hpp"
 
 namespace sp::bus {
 
@@ -27,12 +31,25 @@ public:
     virtual void reopen() {}
     // Called once after the queue is drained at shutdown; the last call on this sink.
     virtual void close() {}
+    // Any thread (EventBus::abort()): finish what you are doing soon, e.g. abort a network
+    // transfer in flight. consume() may still be called with what is queued for a lossless
+    // sink; a lossy sink's queue is discarded.
+    virtual void interrupt() {}
+    // Any thread: events this sink received but could not write (I/O errors), for
+    // /metrics (sentrypeer_sink_write_errors_total{sink}).
+    virtual std::uint64_t writeErrors() const { return 0; }
 };
 
+// What one event weighs in a queue: sizeof(Event) plus its strings' bytes (an estimate of
+// its heap footprint; the shared_ptr's control block and allocator slack are not counted).
+std::size_t eventMemoryBytes(const core::Event& e);
+
 struct SinkOptions {
-    std::string name;        // for metrics and logs, e.g. "store"
-    std::string thread_name; // <= 15 chars, e.g. "sp-store"
-    std::size_t capacity = 65536;
+    std::string name;                                   // for metrics and logs, e.g. "store"
+    std::string thread_name;                            // <= 15 chars, e.g. "sp-store"
+    std::size_t capacity = 65536;                       // events
+    std::size_t capacity_bytes = std::size_t{16} << 20; // eventMemoryBytes() summed; an event
+                                                        // alone in the queue always fits
     std::size_t max_batch = 1000;
     std::chrono::milliseconds tick{50};
     // How long events may gather in the queue before the sink thread takes them; a full
@@ -44,11 +61,16 @@ struct SinkOptions {
 
 struct SinkStats {
     std::string name;
-    std::uint64_t accepted = 0; // entered the queue
-    std::uint64_t dropped = 0;  // queue full (never for a lossless sink)
-    std::uint64_t consumed = 0; // handed to the sink
-    std::size_t depth = 0;      // waiting now
+    std::uint64_t accepted = 0;         // entered the queue
+    std::uint64_t dropped = 0;          // queue full in events (never for a lossless sink)
+    std::uint64_t dropped_bytes = 0;    // queue full in bytes (never for a lossless sink)
+    std::uint64_t dropped_shutdown = 0; // queued, discarded by abort() (lossy sinks only)
+    std::uint64_t consumed = 0;         // handed to the sink
+    std::uint64_t write_errors = 0;     // Sink::writeErrors()
+    std::size_t depth = 0;              // waiting now
+    std::size_t bytes = 0;              // eventMemoryBytes() of those waiting now
     std::size_t capacity = 0;
+    std::size_t capacity_bytes = 0;
 };
 
 class EventBus {
@@ -62,22 +84,39 @@ public:
     void addSink(std::shared_ptr<Sink> sink, SinkOptions options);
     // Starts one thread per sink.
     void start();
-    // Thread-safe. Never blocks on a lossy sink. After stop() events are refused (counted).
+    // Thread-safe. Never blocks on a lossy sink; waits for room on a lossless one. After
+    // stop() or abort() events are refused (counted); a publisher waiting for room when
+    // stop() or abort() is called returns at once, its event refused (counted) for the
+    // sinks it had not reached yet.
     void publish(const core::EventPtr& event);
     // Thread-safe: each sink's reopen() runs on its own thread before its next batch.
     void reopen();
-    // Drains every queue, calls close() on every sink, joins the threads. Idempotent.
+    // Refuses new events, wakes waiting publishers, drains every queue, calls close() on
+    // every sink, joins the threads. Idempotent. Returns when every sink thread has finished
+    // (a sink stuck in consume() holds it: see abort()).
     void stop();
+    // Thread-safe, any thread, also while another thread is in stop(); idempotent. The
+    // "exit now" path (a second SIGTERM): refuses new events and wakes waiting publishers
+    // like stop(); lossy sinks discard their queues (counted, reason "shutdown") and are
+    // closed after the batch in hand; lossless sinks still get what is already queued (it
+    // was accepted: the store commits it); every sink's interrupt() is called. Does not join:
+    // call stop() (or let the destructor) for that.
+    void abort();
 
     std::vector<SinkStats> stats() const;
     std::uint64_t published() const { return published_.load(std::memory_order_relaxed); }
     std::uint64_t refusedAfterStop() const { return refused_.load(std::memory_order_relaxed); }
 
+    // Writes the bus's families (published, refused, per-sink queue depth/bytes/capacity,
+    // consumed, dropped by reason, write errors) to /metrics. Any thread.
+    void collect(core::MetricsWriter& w) const;
+
 private:
     struct Channel;
     std::vector<std::unique_ptr<Channel>> channels_;
     std::atomic<bool> running_{false};
-    std::atomic<bool> stopped_{false};
+    std::atomic<bool> stopped_{false}; // refuse new events (stop() or abort())
+    std::atomic<bool> joined_{false};  // stop() ran
     std::atomic<std::uint64_t> published_{0};
     std::atomic<std::uint64_t> refused_{0};
 };

@@ -211,6 +211,10 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
             "Answer SIP requests (default: passive, never send a byte)");
     addFlag(app, "-R,--sip-disable", c.sip_disable, "SENTRYPEER_SIP_DISABLE",
             "Run without any SIP listener");
+    addOption(app, "--sip-reply-rate", c.sip_reply_rate, "SENTRYPEER_SIP_REPLY_RATE",
+              "Responsive mode: UDP replies per second per destination IP, more are recorded "
+              "but not answered (0 = unlimited)")
+        ->check(CLI::Range(0, 1000000));
     addOption(app, "--sip-listen", raw.sip_listen, "SENTRYPEER_SIP_LISTEN",
               "UDP+TCP SIP listen address, repeatable (default 0.0.0.0:5060 and [::]:5060)")
         ->check(checkHostPort)

@@ -1,8 +1,11 @@
 #include "daemon/daemon.hpp"
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <condition_variable>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <pthread.h>
@@ -16,6 +19,7 @@
 #include "core/clock.hpp"
 #include "core/ids.hpp"
 #include "core/metrics.hpp"
+#include "core/rate_limit.hpp"
 #include "core/version.hpp"
 #include "listen/net.hpp"
 #include "listen/tcp_listener.hpp"
@@ -123,7 +127,10 @@ struct Runtime {
 };
 
 void startListeners(const config::Config& c, Runtime& rt, const std::string& node_id) {
-    listen::IngestOptions io{c.sip_responsive, responderOptions(c), node_id};
+    listen::IngestOptions io{.responsive = c.sip_responsive,
+                             .responder = responderOptions(c),
+                             .node_id = node_id,
+                             .reply_rate = static_cast<double>(c.sip_reply_rate)};
     rt.ingest = std::make_unique<listen::Ingest>(
         io, rt.clock, [&bus = rt.bus](const core::EventPtr& e) { bus.publish(e); });
     rt.limits = std::make_unique<listen::ConnectionLimits>(c.tcp_max_connections, c.tcp_max_per_ip);
@@ -160,6 +167,13 @@ void startListeners(const config::Config& c, Runtime& rt, const std::string& nod
 // DHT put; the webhook, which posts each event on its own anyway, keeps its own options.
 constexpr std::chrono::milliseconds kGather{50};
 
+// Queue byte budgets (bus::eventMemoryBytes), sized for a 1 GiB VM: the store's 64 MiB and
+// 16 MiB for each other sink (json log, syslog, p2p, webhook: at most 128 MiB together; a
+// sink's batch in hand can hold as much again). By events alone, 65,536 queued 64 KiB
+// datagrams would weigh 4 GiB per sink.
+constexpr std::size_t kStoreQueueBytes = std::size_t{64} << 20;
+constexpr std::size_t kSinkQueueBytes = std::size_t{16} << 20;
+
 void addSinks(const config::Config& c, Runtime& rt) {
     // The store is the source of truth: lossless (publishers wait rather than drop) with a
     // queue sized for bursts. Events gather for up to kGather (or until 5,000 are waiting),
@@ -167,6 +181,7 @@ void addSinks(const config::Config& c, Runtime& rt) {
     rt.bus.addSink(rt.store, {.name = "store",
                               .thread_name = "sp-store",
                               .capacity = 65536,
+                              .capacity_bytes = kStoreQueueBytes,
                               .max_batch = 5000,
                               .tick = kGather,
                               .linger = kGather,
@@ -176,12 +191,16 @@ void addSinks(const config::Config& c, Runtime& rt) {
                        {.name = "json_log",
                         .thread_name = "sp-jsonlog",
                         .capacity = 65536,
+                        .capacity_bytes = kSinkQueueBytes,
                         .linger = kGather});
     }
     if (c.syslog) {
-        rt.bus.addSink(
-            std::make_shared<sinks::Syslog>(c.syslog_socket, rt.clock),
-            {.name = "syslog", .thread_name = "sp-syslog", .capacity = 65536, .linger = kGather});
+        rt.bus.addSink(std::make_shared<sinks::Syslog>(c.syslog_socket, rt.clock),
+                       {.name = "syslog",
+                        .thread_name = "sp-syslog",
+                        .capacity = 65536,
+                        .capacity_bytes = kSinkQueueBytes,
+                        .linger = kGather});
     }
     if (!c.webhook_url.empty()) {
         rt.webhook = std::make_shared<sinks::Webhook>(
@@ -192,22 +211,7 @@ void addSinks(const config::Config& c, Runtime& rt) {
                                   .oauth2_audience = c.oauth2_audience},
             rt.clock);
         rt.bus.addSink(rt.webhook, sinks::Webhook::sinkOptions());
-        rt.metrics.add([w = rt.webhook](core::MetricsWriter& m) {
-            auto s = w->stats();
-            m.family("webhook_sent_total", "counter", "Events accepted by the webhook endpoint");
-            m.sample(s.sent);
-            m.family("webhook_failed_total", "counter", "Events the webhook gave up on");
-            m.sample(s.failed);
-            m.family("webhook_retries_total", "counter", "Webhook retry attempts");
-            m.sample(s.retries);
-            m.family("webhook_oauth2_token_fetches_total", "counter", "OAuth2 token requests");
-            m.sample(s.oauth2_token_fetches);
-            m.family("webhook_oauth2_failures_total", "counter",
-                     "OAuth2 token requests that failed");
-            m.sample(s.oauth2_failures);
-            m.family("webhook_last_http_status", "gauge", "HTTP status of the last webhook POST");
-            m.sample(static_cast<std::uint64_t>(std::max(0L, s.last_http_status)));
-        });
+        rt.metrics.add([w = rt.webhook](core::MetricsWriter& m) { w->collect(m); });
     }
 }
 
@@ -222,8 +226,11 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
     o.node_id = node_id;
     rt.p2p = std::make_shared<p2p::P2pNode>(
         o, rt.clock, [&bus = rt.bus](const core::EventPtr& e) { bus.publish(e); });
-    rt.bus.addSink(rt.p2p,
-                   {.name = "p2p", .thread_name = "sp-p2p", .capacity = 65536, .linger = kGather});
+    rt.bus.addSink(rt.p2p, {.name = "p2p",
+                            .thread_name = "sp-p2p",
+                            .capacity = 65536,
+                            .capacity_bytes = kSinkQueueBytes,
+                            .linger = kGather});
     rt.p2p->start();
     rt.metrics.add([p = rt.p2p](core::MetricsWriter& w) { p->collect(w); });
     rt.listening.push_back("DHT UDP " + std::to_string(c.dht_port) + " (network " +
@@ -256,67 +263,60 @@ void registerMetrics(Runtime& rt) {
         w.sample(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - rt.started).count());
     });
-    rt.metrics.add([&rt](core::MetricsWriter& w) {
-        w.family("events_published_total", "counter",
-                 "Events handed to the bus (local captures and accepted peer events)");
-        w.sample(rt.bus.published());
-        auto stats = rt.bus.stats();
-        w.family("sink_queue_depth", "gauge", "Events waiting in each sink's queue");
-        for (const auto& s : stats) {
-            w.sample(std::uint64_t{s.depth}, {{"sink", s.name}});
-        }
-        w.family("sink_queue_capacity", "gauge", "Capacity of each sink's queue");
-        for (const auto& s : stats) {
-            w.sample(std::uint64_t{s.capacity}, {{"sink", s.name}});
-        }
-        w.family("sink_events_total", "counter", "Events handed to each sink");
-        for (const auto& s : stats) {
-            w.sample(s.consumed, {{"sink", s.name}});
-        }
-        w.family("sink_dropped_total", "counter", "Events dropped because a sink's queue was full");
-        for (const auto& s : stats) {
-            w.sample(s.dropped, {{"sink", s.name}});
-        }
-    });
+    rt.metrics.add([&bus = rt.bus](core::MetricsWriter& w) { bus.collect(w); });
     rt.metrics.add([s = rt.store](core::MetricsWriter& w) { s->collect(w); });
     if (!rt.ingest) {
         return;
     }
-    rt.metrics.add([&rt](core::MetricsWriter& w) {
-        auto& c = rt.ingest->counters();
-        auto each = [&](const char* name, const char* help, auto member) {
-            w.family(name, "counter", help);
-            for (std::size_t t = 0; t < listen::kTransports; ++t) {
-                w.sample((c.by_transport[t].*member).load(),
-                         {{"transport", listen::transportName(static_cast<listen::Transport>(t))}});
-            }
-        };
-        w.family("events_received_total", "counter",
-                 "SIP messages recorded as events, by transport and method");
-        for (std::size_t t = 0; t < listen::kTransports; ++t) {
-            for (std::size_t m = 0; m < listen::kMethodLabels.size(); ++m) {
-                auto n = c.by_method[t][m].load();
-                if (n > 0) {
-                    w.sample(
-                        n, {{"transport", listen::transportName(static_cast<listen::Transport>(t))},
-                            {"method", listen::kMethodLabels[m]}});
-                }
-            }
-        }
-        using P = listen::IngestCounters::PerTransport;
-        each("unparsable_total", "Inputs that were not SIP (recorded as MALFORMED)", &P::malformed);
-        each("sip_responses_received_total", "SIP responses received (recorded, never answered)",
-             &P::responses);
-        each("empty_datagrams_total", "0-byte datagrams (counted, not stored)", &P::empty);
-        each("replies_total", "SIP replies sent in responsive mode", &P::replies);
-        each("received_bytes_total", "Bytes of SIP messages received", &P::bytes);
-        w.family("connections_refused_total", "counter", "TCP/TLS connections over a cap");
-        w.sample(c.connections_refused.load());
-        w.family("tls_handshake_failures_total", "counter", "Failed TLS handshakes");
-        w.sample(c.tls_handshake_failures.load());
-        w.family("tcp_connections", "gauge", "Open SIP TCP/TLS connections");
-        w.sample(std::uint64_t{rt.limits->open()});
-    });
+    rt.metrics.add([&ingest = *rt.ingest](core::MetricsWriter& w) { ingest.collect(w); });
+    rt.metrics.add([&limits = *rt.limits](core::MetricsWriter& w) { limits.collect(w); });
+}
+
+// After a second SIGTERM/SIGINT, the longest the process waits for the database to commit
+// what was queued before it exits regardless (exit status 1).
+constexpr std::chrono::seconds kAbortGrace{5};
+
+// The shutdown sequence, on the main thread: network first, then the bounded UDP drain, then
+// the bus (each sink drains its queue and closes). `aborting` (a second signal) may become
+// true at any point: the UDP drain stops, the DHT node is not waited for, and the bus
+// (already aborted by the signal thread) hands the store what it had queued and discards the
+// lossy queues. Returns the exit status: 0 when every accepted event reached the database.
+int shutDown(Runtime& rt, const std::atomic<bool>& aborting) {
+    // The webhook gets a bounded time (2 s) to deliver what is queued, whatever its endpoint.
+    if (rt.webhook) {
+        rt.webhook->beginShutdown();
+    }
+    // Stop the network first, then drain: no producer is left when the bus stops.
+    rt.io.stop();
+    for (auto& ctx : rt.connection_io) {
+        ctx->stop();
+    }
+    for (auto& t : rt.io_threads) {
+        t.join();
+    }
+    spdlog::debug("listeners stopped");
+    for (auto& u : rt.udp) {
+        u->drainAndClose(listen::UdpListener::kDrainMaxDatagrams,
+                         listen::UdpListener::kDrainMaxTime, &aborting);
+    }
+    if (rt.api) {
+        rt.api->stop();
+        spdlog::debug("API stopped");
+    }
+    if (rt.p2p && !aborting) {
+        rt.p2p->stop(); // no more peer events once the bus starts draining
+        spdlog::debug("peer to peer stopped");
+    }
+    rt.bus.stop();
+    // Exit 0 only when every accepted event reached the database.
+    if (rt.store->lost() > 0) {
+        spdlog::error("stopped: {} events stored this run, {} lost (database errors)",
+                      rt.store->stored(), rt.store->lost());
+        return 1;
+    }
+    spdlog::info("stopped: {} events stored this run{}", rt.store->stored(),
+                 aborting ? " (exited at once: lossy queues discarded)" : "");
+    return 0;
 }
 
 } // namespace
@@ -365,27 +365,70 @@ int run(const config::Config& c) {
         return 1;
     }
 
+    // Signals are handled on their own thread (sp-signal), which keeps running through the
+    // shutdown sequence: the first SIGTERM/SIGINT starts a graceful stop on the main thread;
+    // a second one makes it exit now (see docs/ARCHITECTURE.md "Shutdown").
     std::mutex mutex;
     std::condition_variable cv;
-    bool stop = false;
-    asio::signal_set signals(rt.io, SIGINT, SIGTERM, SIGHUP);
+    bool stop = false;                 // guarded by mutex
+    std::atomic<bool> aborting{false}; // second signal: cut the drain, discard lossy queues
+    int stop_signals = 0;              // sp-signal thread only
+    asio::io_context signal_io(1);
+    asio::signal_set signals(signal_io, SIGINT, SIGTERM, SIGHUP);
+    asio::steady_timer watchdog(signal_io);
+    core::TokenBucket hup_log(1.0, 3); // sp-signal thread only
     std::function<void(const boost::system::error_code&, int)> on_signal =
         [&](const boost::system::error_code& ec, int signo) {
             if (ec) {
                 return;
             }
+            const char* name = signo == SIGTERM ? "SIGTERM" : (signo == SIGINT ? "SIGINT" : "");
             if (signo == SIGHUP) {
-                spdlog::info("SIGHUP: reopening log files");
+                if (hup_log.allow(rt.clock.now())) {
+                    spdlog::info("SIGHUP: reopening log files");
+                }
                 rt.bus.reopen();
-                signals.async_wait(on_signal);
-                return;
+            } else if (++stop_signals == 1) {
+                spdlog::info("{}: shutting down (send it again to exit at once)", name);
+                std::lock_guard lock(mutex);
+                stop = true;
+                cv.notify_all();
+            } else if (stop_signals == 2) {
+                spdlog::warn("{} again: exiting now; what is queued for the database is "
+                             "committed, the rest (UDP still in the kernel, log, syslog, "
+                             "webhook and p2p queues) is dropped",
+                             name);
+                aborting = true;
+                rt.bus.abort(); // wakes publishers, interrupts the webhook's transfer
+                {
+                    std::lock_guard lock(mutex);
+                    stop = true;
+                    cv.notify_all();
+                }
+                // Last resort: a step that cannot be interrupted (a hung filesystem, a DHT
+                // node that does not stop) cannot hold the process past kAbortGrace.
+                watchdog.expires_after(kAbortGrace);
+                watchdog.async_wait([](const boost::system::error_code& e) {
+                    if (!e) {
+                        spdlog::error("shutdown still blocked {} s after the second signal: "
+                                      "exiting without waiting",
+                                      kAbortGrace.count());
+                        spdlog::shutdown();
+                        std::_Exit(1);
+                    }
+                });
+            } else {
+                spdlog::error("{} a third time: exiting without waiting", name);
+                spdlog::shutdown();
+                std::_Exit(1);
             }
-            spdlog::info("{}: shutting down", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-            std::lock_guard lock(mutex);
-            stop = true;
-            cv.notify_all();
+            signals.async_wait(on_signal);
         };
     signals.async_wait(on_signal);
+    std::thread signal_thread([&signal_io, guard = asio::make_work_guard(signal_io)] {
+        pthread_setname_np(pthread_self(), "sp-signal");
+        signal_io.run();
+    });
 
     rt.bus.start();
     for (auto& u : rt.udp) {
@@ -418,36 +461,16 @@ int run(const config::Config& c) {
         std::unique_lock lock(mutex);
         cv.wait(lock, [&] { return stop; });
     }
-    // The webhook gets a bounded time (2 s) to deliver what is queued, whatever its endpoint.
-    if (rt.webhook) {
-        rt.webhook->beginShutdown();
+    const int code = shutDown(rt, aborting);
+    signal_io.stop();
+    signal_thread.join();
+    if (aborting) {
+        // Exit now: the database has what was queued; destructors (the DHT node's among
+        // them) are skipped rather than waited for.
+        spdlog::shutdown();
+        std::_Exit(code);
     }
-    // Stop the network first, then drain: no producer is left when the bus stops.
-    rt.io.stop();
-    for (auto& ctx : rt.connection_io) {
-        ctx->stop();
-    }
-    for (auto& t : rt.io_threads) {
-        t.join();
-    }
-    for (auto& u : rt.udp) {
-        u->drainAndClose();
-    }
-    if (rt.api) {
-        rt.api->stop();
-    }
-    if (rt.p2p) {
-        rt.p2p->stop(); // no more peer events once the bus starts draining
-    }
-    rt.bus.stop();
-    // Exit 0 only when every accepted event reached the database.
-    if (rt.store->lost() > 0) {
-        spdlog::error("stopped: {} events stored this run, {} lost (database errors)",
-                      rt.store->stored(), rt.store->lost());
-        return 1;
-    }
-    spdlog::info("stopped: {} events stored this run", rt.store->stored());
-    return 0;
+    return code;
 }
 
 } // namespace sp::daemon

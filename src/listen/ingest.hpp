@@ -7,11 +7,14 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <string_view>
 
 #include "core/clock.hpp"
 #include "core/event.hpp"
+#include "core/keyed_rate_limit.hpp"
+#include "core/metrics.hpp"
 #include "core/rate_limit.hpp"
 #include "sip/responder.hpp"
 
@@ -43,16 +46,23 @@ struct IngestOptions {
     bool responsive = false;
     sip::ResponderOptions responder;
     std::string node_id;
+    // Responsive mode over UDP, where a source address costs nothing to forge: replies per
+    // second to one destination IP (the request's source), with a burst of one second's
+    // worth; 0 = unlimited. Requests over the cap are still recorded, just not answered
+    // (counted: replies_suppressed). TCP/TLS peers completed a handshake: not limited.
+    double reply_rate = 10;
+    std::size_t reply_rate_keys = 16384; // destination IPs tracked at most (LRU eviction)
 };
 
 // Counters for /metrics, per transport. Relaxed atomics: any thread.
 struct IngestCounters {
     struct PerTransport {
-        std::atomic<std::uint64_t> messages{0};  // recorded as events
-        std::atomic<std::uint64_t> empty{0};     // 0-byte datagrams: counted, not stored
-        std::atomic<std::uint64_t> malformed{0}; // recorded with method MALFORMED
-        std::atomic<std::uint64_t> responses{0}; // SIP responses received (recorded)
-        std::atomic<std::uint64_t> replies{0};   // replies we built
+        std::atomic<std::uint64_t> messages{0};           // recorded as events
+        std::atomic<std::uint64_t> empty{0};              // 0-byte datagrams: counted, not stored
+        std::atomic<std::uint64_t> malformed{0};          // recorded with method MALFORMED
+        std::atomic<std::uint64_t> responses{0};          // SIP responses received (recorded)
+        std::atomic<std::uint64_t> replies{0};            // replies we built
+        std::atomic<std::uint64_t> replies_suppressed{0}; // over IngestOptions::reply_rate
         std::atomic<std::uint64_t> bytes{0};
     };
     std::array<PerTransport, kTransports> by_transport;
@@ -75,15 +85,28 @@ public:
     IngestCounters& counters() { return counters_; }
     const core::Clock& clock() const { return clock_; }
 
+    // Writes the ingest families (events received by transport and method, malformed,
+    // responses, replies, replies suppressed, bytes, TCP refusals, TLS failures). Any thread.
+    void collect(core::MetricsWriter& w);
+
 private:
     IngestCounters::PerTransport& at(Transport t) {
         return counters_.by_transport[static_cast<std::size_t>(t)];
     }
 
+    // Whether a reply to this destination may go out now (reply_rate). Any thread.
+    bool replyAllowed(const std::string& destination_ip);
+    // One rate-limited debug line per probe (visible with -d). Any thread.
+    void logProbe(const core::Event& e);
+
     IngestOptions options_;
     const core::Clock& clock_;
     Publish publish_;
     IngestCounters counters_;
+    std::mutex reply_mutex_;
+    core::KeyedRateLimiter<std::string> reply_limit_; // guarded by reply_mutex_
+    std::mutex log_mutex_;
+    core::TokenBucket probe_log_{20, 100}; // guarded by log_mutex_
 };
 
 } // namespace sp::listen

@@ -45,6 +45,11 @@ struct Collector {
         std::unique_lock lock(mutex);
         return cv.wait_for(lock, 5s, [&] { return events.size() >= n; });
     }
+    // What was published so far, read under the mutex (the io thread may still publish).
+    std::vector<core::EventPtr> snapshot() {
+        std::lock_guard lock(mutex);
+        return events;
+    }
 };
 
 struct Fixture : ::testing::Test {
@@ -104,7 +109,8 @@ TEST_F(Fixture, UdpRecordsDatagramWithBothAddressesAndReplies) {
     std::string reply(buf, static_cast<std::size_t>(n));
     EXPECT_EQ(reply.rfind("SIP/2.0 200 OK\r\n", 0), 0u) << reply;
     ASSERT_TRUE(collected.waitFor(1));
-    const auto& e = *collected.events[0];
+    const auto events = collected.snapshot();
+    const auto& e = *events[0];
     EXPECT_EQ(e.transport_type, "UDP");
     EXPECT_EQ(e.source_ip, "127.0.0.1");
     EXPECT_EQ(e.destination_ip, "127.0.0.1"); // from IP_PKTINFO, not the 0.0.0.0 bind
@@ -130,7 +136,7 @@ TEST_F(Fixture, UdpEmptyDatagramIsCountedNotRecorded) {
     ::sendto(fd, "", 0, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
     ::sendto(fd, kOptions.data(), kOptions.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
     ASSERT_TRUE(collected.waitFor(1));
-    EXPECT_EQ(collected.events.size(), 1u);
+    EXPECT_EQ(collected.snapshot().size(), 1u);
     EXPECT_EQ(ingest->counters().by_transport[0].empty.load(), 1u);
     ::close(fd);
 }
@@ -147,7 +153,7 @@ TEST_F(Fixture, UdpDrainAndCloseReadsWhatIsQueued) {
                  sizeof to);
     }
     udp->drainAndClose();
-    EXPECT_EQ(collected.events.size(), 100u);
+    EXPECT_EQ(collected.snapshot().size(), 100u);
     ::close(fd);
 }
 
@@ -185,7 +191,7 @@ TEST_F(Fixture, TcpFramesBackToBackMessagesAndReplies) {
         ASSERT_GT(n, 0) << replies;
         replies.append(buf, static_cast<std::size_t>(n));
     }
-    EXPECT_EQ(collected.events[1]->transport_type, "TCP");
+    EXPECT_EQ(collected.snapshot()[1]->transport_type, "TCP");
     ::close(fd);
 }
 
@@ -202,7 +208,7 @@ TEST_F(Fixture, TcpGarbageIsRecordedAsMalformedAtClose) {
     ::send(fd, "\x16\x03\x01 not sip", 12, 0);
     ::close(fd);
     ASSERT_TRUE(collected.waitFor(1));
-    EXPECT_EQ(collected.events[0]->sip_method, "MALFORMED");
+    EXPECT_EQ(collected.snapshot()[0]->sip_method, "MALFORMED");
     for (int i = 0; i < 100 && limits.open() != 0; ++i) {
         std::this_thread::sleep_for(10ms);
     }
@@ -219,4 +225,66 @@ TEST(ConnectionLimits, PerIpAndTotalCaps) {
     l.release("a");
     EXPECT_TRUE(l.tryAcquire("c"));
     EXPECT_EQ(l.open(), 3u);
+}
+
+TEST_F(Fixture, UdpDrainIsBoundedInDatagramsAndByAbort) {
+    makeIngest(false);
+    auto udp = std::make_shared<listen::UdpListener>(
+        io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0), *ingest, false);
+    int fd = udpSocket();
+    auto to = loopback(udp->localEndpoint().port());
+    for (int i = 0; i < 200; ++i) {
+        ::sendto(fd, kOptions.data(), kOptions.size(), 0, reinterpret_cast<sockaddr*>(&to),
+                 sizeof to);
+    }
+    // Stops at the first batch boundary (32 datagrams) at or past the bound.
+    std::size_t drained = udp->drainAndClose(40);
+    EXPECT_GE(drained, 40u);
+    EXPECT_LT(drained, 200u);
+    EXPECT_EQ(collected.snapshot().size(), drained);
+    ::close(fd);
+
+    auto second = std::make_shared<listen::UdpListener>(
+        io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0), *ingest, false);
+    fd = udpSocket();
+    to = loopback(second->localEndpoint().port());
+    for (int i = 0; i < 10; ++i) {
+        ::sendto(fd, kOptions.data(), kOptions.size(), 0, reinterpret_cast<sockaddr*>(&to),
+                 sizeof to);
+    }
+    std::atomic<bool> abort{true};
+    EXPECT_EQ(second->drainAndClose(100000, std::chrono::milliseconds(2000), &abort), 0u);
+    ::close(fd);
+}
+
+TEST_F(Fixture, UdpRepliesArePerDestinationRateLimitedButAllRecorded) {
+    ingest = std::make_unique<listen::Ingest>(
+        listen::IngestOptions{.responsive = true,
+                              .responder = {},
+                              .node_id = "00000000-0000-4000-8000-000000000001",
+                              .reply_rate = 3},
+        clock, collected.publisher());
+    auto udp = std::make_shared<listen::UdpListener>(
+        io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0), *ingest, true);
+    udp->start();
+    run();
+    int fd = udpSocket({0, 300000});
+    auto to = loopback(udp->localEndpoint().port());
+    for (int i = 0; i < 20; ++i) {
+        ::sendto(fd, kOptions.data(), kOptions.size(), 0, reinterpret_cast<sockaddr*>(&to),
+                 sizeof to);
+    }
+    ASSERT_TRUE(collected.waitFor(20));
+    int replies = 0;
+    char buf[4096];
+    while (::recv(fd, buf, sizeof buf, 0) > 0) {
+        ++replies;
+    }
+    // A burst of 3, plus at most 3/s refill while the 20 arrive.
+    EXPECT_GE(replies, 3);
+    EXPECT_LE(replies, 6);
+    const auto& c = ingest->counters().by_transport[0];
+    EXPECT_EQ(c.replies.load() + c.replies_suppressed.load(), 20u);
+    EXPECT_EQ(c.replies.load(), static_cast<std::uint64_t>(replies));
+    ::close(fd);
 }

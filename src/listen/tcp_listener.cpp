@@ -45,6 +45,11 @@ std::size_t ConnectionLimits::open() const {
     return total_;
 }
 
+void ConnectionLimits::collect(core::MetricsWriter& w) const {
+    w.family("tcp_connections", "gauge", "Open SIP TCP/TLS connections");
+    w.sample(std::uint64_t{open()});
+}
+
 namespace {
 
 constexpr std::size_t kMaxQueuedReplies = 256UL * 1024; // a client that never reads is cut off
@@ -237,6 +242,7 @@ TcpListener::TcpListener(asio::io_context& io, const tcp::endpoint& ep, Ingest& 
 }
 
 void TcpListener::start() {
+    spdlog::debug("{}: listening", describe(tls_ != nullptr ? "TLS" : "TCP", local_));
     accept();
 }
 

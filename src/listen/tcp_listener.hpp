@@ -37,6 +37,8 @@ public:
     bool tryAcquire(const std::string& ip);
     void release(const std::string& ip);
     std::size_t open() const;
+    // Writes the tcp_connections gauge. Any thread.
+    void collect(core::MetricsWriter& w) const;
 
 private:
     mutable std::mutex mutex_;

@@ -126,6 +126,7 @@ UdpListener::UdpListener(boost::asio::io_context& io, const boost::asio::ip::udp
 UdpListener::~UdpListener() = default;
 
 void UdpListener::start() {
+    spdlog::debug("{}: listening", describe("UDP", local_));
     arm();
 }
 
@@ -227,11 +228,33 @@ void UdpListener::sendReply(const std::string& reply, std::size_t slot) {
     }
 }
 
-void UdpListener::drainAndClose() {
-    while (socket_.is_open() && receive(1024) > 0) {
+std::size_t UdpListener::drainAndClose(std::size_t max_datagrams,
+                                       std::chrono::milliseconds max_time,
+                                       const std::atomic<bool>* abort) {
+    const auto deadline = std::chrono::steady_clock::now() + max_time;
+    std::size_t drained = 0;
+    bool bounded = false;
+    while (socket_.is_open()) {
+        if (drained >= max_datagrams || std::chrono::steady_clock::now() >= deadline ||
+            (abort != nullptr && abort->load())) {
+            bounded = true;
+            break;
+        }
+        std::size_t n = receive(1); // one recvmmsg: up to kSlots datagrams
+        drained += n;
+        if (n == 0) {
+            break; // empty
+        }
     }
     boost::system::error_code ec;
     socket_.close(ec);
+    if (bounded) {
+        spdlog::warn("{}: shutdown drain stopped after {} datagrams; the rest is not recorded",
+                     describe("UDP", local_), drained);
+    } else {
+        spdlog::debug("{}: drained {} datagrams, closed", describe("UDP", local_), drained);
+    }
+    return drained;
 }
 
 } // namespace sp::listen

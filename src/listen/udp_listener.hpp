@@ -10,6 +10,7 @@
 // a second). When a poll finds nothing the listener goes back to waiting for readability.
 // A datagram waits at most kPollInterval longer: nothing next to SIP's 500 ms T1.
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/udp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -30,8 +31,17 @@ public:
 
     void start();
     // After the io threads have stopped: reads what is still queued in the kernel (so
-    // every datagram that reached us before SIGTERM is recorded), then closes.
-    void drainAndClose();
+    // every datagram that reached us before SIGTERM is recorded), then closes. Bounded, so a
+    // flood that keeps the socket full cannot hold shutdown: at most max_datagrams and
+    // max_time (what is left is not read), and it returns early once *abort becomes true
+    // (checked between batches of 32). Returns how many datagrams it read.
+    std::size_t drainAndClose(std::size_t max_datagrams = kDrainMaxDatagrams,
+                              std::chrono::milliseconds max_time = kDrainMaxTime,
+                              const std::atomic<bool>* abort = nullptr);
+    // The default drain bounds: a 16 MiB receive buffer holds at most ~30,000 small
+    // datagrams; at ~100,000 datagrams/s that is well under the time bound.
+    static constexpr std::size_t kDrainMaxDatagrams = 100000;
+    static constexpr std::chrono::milliseconds kDrainMaxTime{2000};
 
     boost::asio::ip::udp::endpoint localEndpoint() const { return local_; }
 

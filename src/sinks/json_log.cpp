@@ -1,6 +1,7 @@
 #include "sinks/json_log.hpp"
 #include "core/text.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <spdlog/spdlog.h>
@@ -38,12 +39,17 @@ void JsonLog::reportError(const char* what) {
 }
 
 void JsonLog::consume(std::span<const core::EventPtr> batch) {
+    auto local = [](const core::EventPtr& e) { return e->origin == core::Origin::Local; };
     if (file_ == nullptr && !open()) {
         reportError("cannot open");
+        write_errors_.fetch_add(
+            static_cast<std::uint64_t>(std::count_if(batch.begin(), batch.end(), local)),
+            std::memory_order_relaxed);
         return;
     }
-    for (const auto& e : batch) {
-        if (e->origin != core::Origin::Local) {
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        const auto& e = batch[i];
+        if (!local(e)) {
             continue; // the log records what this node caught; peers' events are in the db
         }
         line_.clear();
@@ -51,12 +57,22 @@ void JsonLog::consume(std::span<const core::EventPtr> batch) {
         line_.push_back('\n');
         if (std::fwrite(line_.data(), 1, line_.size(), file_) != line_.size()) {
             reportError("write failed");
-            break;
+            // This line, the rest of the batch and whatever the buffer held are lost.
+            write_errors_.fetch_add(buffered_ + static_cast<std::uint64_t>(std::count_if(
+                                                    batch.begin() + i, batch.end(), local)),
+                                    std::memory_order_relaxed);
+            buffered_ = 0;
+            std::clearerr(file_);
+            return;
         }
+        ++buffered_;
     }
     if (std::fflush(file_) != 0) {
         reportError("flush failed");
+        write_errors_.fetch_add(buffered_, std::memory_order_relaxed);
+        std::clearerr(file_);
     }
+    buffered_ = 0;
 }
 
 void JsonLog::reopen() {
@@ -68,7 +84,10 @@ void JsonLog::reopen() {
 
 void JsonLog::close() {
     if (file_ != nullptr) {
-        std::fclose(file_);
+        if (std::fclose(file_) != 0 && buffered_ > 0) {
+            write_errors_.fetch_add(buffered_, std::memory_order_relaxed);
+        }
+        buffered_ = 0;
         file_ = nullptr;
     }
 }

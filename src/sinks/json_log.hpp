@@ -3,6 +3,8 @@
 // appended to a file; reopened on SIGHUP so logrotate can move it. Runs on its own bus
 // thread; every method is called on that thread only.
 
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
@@ -21,6 +23,11 @@ public:
     void consume(std::span<const core::EventPtr> batch) override;
     void reopen() override;
     void close() override;
+    // Local events not written: the file could not be opened, or a write or flush failed
+    // (a full disk). Any thread.
+    std::uint64_t writeErrors() const override {
+        return write_errors_.load(std::memory_order_relaxed);
+    }
 
 private:
     bool open();
@@ -30,6 +37,8 @@ private:
     const core::Clock& clock_;
     std::FILE* file_ = nullptr;
     std::string line_;
+    std::uint64_t buffered_ = 0; // lines written to the stdio buffer since the last flush
+    std::atomic<std::uint64_t> write_errors_{0};
     core::TokenBucket error_log_{1.0 / 60, 3};
 };
 

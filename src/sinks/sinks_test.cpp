@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -126,4 +127,57 @@ TEST(JsonLogSink, UnwritablePathFailsWithItsName) {
     } catch (const std::runtime_error& e) {
         EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/x.json"), std::string::npos);
     }
+}
+
+TEST(JsonLogSink, WriteErrorsAreCountedPerLostEvent) {
+    // /dev/full: opening and buffering succeed, every flush fails with ENOSPC.
+    core::SystemClock clock;
+    JsonLog log("/dev/full", clock);
+    std::vector<core::EventPtr> batch{probe("a"), probe("b"), probe("peer", core::Origin::Peer)};
+    log.consume(batch);
+    EXPECT_EQ(log.writeErrors(), 2u); // the two local events; peers' are not logged anyway
+    log.consume(batch);
+    EXPECT_EQ(log.writeErrors(), 4u);
+    log.close();
+    EXPECT_EQ(log.writeErrors(), 4u); // nothing counted twice
+}
+
+TEST(JsonLogSink, AWorkingFileCountsNoErrors) {
+    auto dir = tempDir();
+    core::SystemClock clock;
+    JsonLog log((dir / "events.log").string(), clock);
+    std::vector<core::EventPtr> batch{probe("a"), probe("b")};
+    log.consume(batch);
+    log.close();
+    EXPECT_EQ(log.writeErrors(), 0u);
+    EXPECT_EQ(lines(dir / "events.log").size(), 2u);
+}
+
+TEST(SyslogSink, EventsWithNoSocketToTakeThemAreCounted) {
+    auto dir = tempDir();
+    core::SystemClock clock;
+    Syslog syslog((dir / "nothing-bound-here").string(), clock);
+    std::vector<core::EventPtr> batch{probe("a"), probe("b"), probe("peer", core::Origin::Peer)};
+    syslog.consume(batch);
+    EXPECT_EQ(syslog.writeErrors(), 2u);
+}
+
+TEST(SyslogSink, AReceiverThatGoesAwayIsCounted) {
+    auto dir = tempDir();
+    auto path = (dir / "log").string();
+    int rx = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    ASSERT_EQ(::bind(rx, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    core::SystemClock clock;
+    Syslog syslog(path, clock);
+    syslog.consume(std::vector<core::EventPtr>{probe("a")});
+    EXPECT_EQ(syslog.writeErrors(), 0u);
+    char buf[512];
+    EXPECT_GT(::recv(rx, buf, sizeof buf, MSG_DONTWAIT), 0);
+    ::close(rx); // syslogd stopped: sends are refused
+    std::filesystem::remove(path);
+    syslog.consume(std::vector<core::EventPtr>{probe("b"), probe("c")});
+    EXPECT_EQ(syslog.writeErrors(), 2u);
 }

@@ -90,15 +90,19 @@ void Syslog::consume(std::span<const core::EventPtr> batch) {
             line.push_back('\0');
         }
         // One reconnect attempt per message: syslogd restarted, or the socket appeared.
-        for (int attempt = 0; attempt < 2; ++attempt) {
+        bool sent = false;
+        for (int attempt = 0; attempt < 2 && !sent; ++attempt) {
             if (fd_ < 0 && (now < next_connect_ || !connect())) {
                 next_connect_ = std::max(next_connect_, now + std::chrono::seconds(1));
                 break;
             }
-            if (::send(fd_, line.data(), line.size(), MSG_NOSIGNAL) >= 0) {
-                break;
+            sent = ::send(fd_, line.data(), line.size(), MSG_NOSIGNAL) >= 0;
+            if (!sent) {
+                disconnect();
             }
-            disconnect();
+        }
+        if (!sent) {
+            write_errors_.fetch_add(1, std::memory_order_relaxed);
         }
     }
 }

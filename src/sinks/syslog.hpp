@@ -6,6 +6,8 @@
 // as before. Attacker-supplied fields have control characters escaped (\xNN): nobody can
 // forge a second log line. Runs on its own bus thread.
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "bus/event_bus.hpp"
@@ -28,6 +30,10 @@ public:
 
     void consume(std::span<const core::EventPtr> batch) override;
     void close() override;
+    // Local events not sent: no syslog socket (missing, refusing) or a failed send. Any thread.
+    std::uint64_t writeErrors() const override {
+        return write_errors_.load(std::memory_order_relaxed);
+    }
 
 private:
     bool connect();
@@ -40,6 +46,7 @@ private:
     int pid_;
     core::TimePoint next_connect_{}; // no reconnect storm while syslog is down
     core::TokenBucket error_log_{1.0 / 60, 3};
+    std::atomic<std::uint64_t> write_errors_{0};
 };
 
 } // namespace sp::sinks

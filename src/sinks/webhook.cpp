@@ -233,11 +233,13 @@ Webhook::Webhook(WebhookOptions options, const core::Clock& clock)
 Webhook::~Webhook() = default;
 
 bus::SinkOptions Webhook::sinkOptions() {
-    // 16,384 queued events (a few tens of MB at most) absorb a burst while the endpoint is
-    // slow; beyond that the bus drops and counts. tick() does nothing here: wake rarely.
+    // 16,384 queued events, at most 16 MiB of them (a queue of 64 KiB datagrams would
+    // otherwise reach 4 GiB), absorb a burst while the endpoint is slow; beyond that the bus
+    // drops and counts (by reason). tick() does nothing here: wake rarely.
     return {.name = "webhook",
             .thread_name = "sp-webhook",
             .capacity = 16384,
+            .capacity_bytes = std::size_t{16} << 20,
             .max_batch = 256,
             .tick = std::chrono::milliseconds(1000),
             .lossless = false};
@@ -265,6 +267,34 @@ void Webhook::beginShutdown() {
     // Wake a retry backoff sleep so it re-reads the deadline.
     std::lock_guard lock(sleeper_->mutex);
     sleeper_->cv.notify_all();
+}
+
+void Webhook::interrupt() {
+    // The deadline becomes now (or stays earlier): the transfer in flight is aborted and the
+    // rest of the queue counted as failed.
+    std::int64_t now = std::max<std::int64_t>(steadyNowNs(), 1);
+    std::int64_t current = shutdown_deadline_ns_.load(std::memory_order_acquire);
+    while ((current == 0 || current > now) &&
+           !shutdown_deadline_ns_.compare_exchange_weak(current, now, std::memory_order_acq_rel)) {
+    }
+    std::lock_guard lock(sleeper_->mutex);
+    sleeper_->cv.notify_all();
+}
+
+void Webhook::collect(core::MetricsWriter& m) const {
+    auto s = stats();
+    m.family("webhook_sent_total", "counter", "Events accepted by the webhook endpoint");
+    m.sample(s.sent);
+    m.family("webhook_failed_total", "counter", "Events the webhook gave up on");
+    m.sample(s.failed);
+    m.family("webhook_retries_total", "counter", "Webhook retry attempts");
+    m.sample(s.retries);
+    m.family("webhook_oauth2_token_fetches_total", "counter", "OAuth2 token requests");
+    m.sample(s.oauth2_token_fetches);
+    m.family("webhook_oauth2_failures_total", "counter", "OAuth2 token requests that failed");
+    m.sample(s.oauth2_failures);
+    m.family("webhook_last_http_status", "gauge", "HTTP status of the last webhook POST");
+    m.sample(static_cast<std::uint64_t>(std::max(0L, s.last_http_status)));
 }
 
 bool Webhook::shutdownExpired() const {

@@ -29,6 +29,7 @@
 
 #include "bus/event_bus.hpp"
 #include "core/clock.hpp"
+#include "core/metrics.hpp"
 #include "core/rate_limit.hpp"
 
 namespace sp::sinks {
@@ -88,6 +89,12 @@ public:
     // returns within about that budget even when the endpoint hangs. Call it when the
     // daemon decides to stop, before EventBus::stop().
     void beginShutdown();
+    // Thread-safe (EventBus::abort, a second SIGTERM): like beginShutdown() with no budget
+    // left: the transfer in flight is aborted now and what is queued counted as failed.
+    void interrupt() override;
+
+    // Writes the webhook_* families to /metrics. Any thread.
+    void collect(core::MetricsWriter& w) const;
 
     WebhookStats stats() const;
 

@@ -171,12 +171,40 @@ std::string_view uriUser(const osip_uri_t* uri) {
     return {};
 }
 
-std::string singleLineOrNotFound(std::string_view value) {
+// The longest prefix of sanitised text s that fits in max bytes and ends between two whole
+// characters: a multi-byte UTF-8 character or a `\xNN` escape is kept whole or dropped.
+std::string cutSanitized(std::string s, std::size_t max) {
+    if (s.size() <= max) {
+        return s;
+    }
+    auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+    std::size_t i = 0;
+    while (i < s.size()) {
+        std::size_t len = 1;
+        if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] == 'x' && hex(s[i + 2]) && hex(s[i + 3])) {
+            len = 4;
+        } else {
+            len = std::max<std::size_t>(1, core::utf8SequenceLength(s, i));
+        }
+        if (i + len > max) {
+            break;
+        }
+        i += len;
+    }
+    s.resize(i);
+    return s;
+}
+
+// A single-line field, sanitised and cut to at most max bytes (cutSanitized), or
+// core::kNotFound when empty. Only the first max raw bytes are looked at: each raw byte
+// becomes at least one output byte, so the result is the same as cutting the whole
+// sanitised value, without sanitising 64 KiB to keep 128 bytes.
+std::string singleLineOrNotFound(std::string_view value, std::size_t max) {
     value = trimLws(value);
     if (value.empty()) {
         return core::kNotFound;
     }
-    return core::sanitizeBytes(value, false);
+    return cutSanitized(core::sanitizeBytes(value.substr(0, max), false), max);
 }
 
 // User-Agent from the raw bytes, for messages osip rejects.
@@ -189,7 +217,7 @@ std::string rawUserAgent(std::string_view bytes) {
         }
         return true;
     });
-    return singleLineOrNotFound(found);
+    return singleLineOrNotFound(found, kMaxUserAgentBytes);
 }
 
 // libosip2 appends each parsed element (header, parameter, list item, URI header) by walking
@@ -296,13 +324,14 @@ std::string_view firstContentType(std::string_view head) {
 void fillEventFields(const osip_message_t* sip, Message& m) {
     osip_header_t* ua = nullptr;
     osip_message_get_user_agent(sip, 0, &ua);
-    m.user_agent = singleLineOrNotFound(ua == nullptr ? std::string_view{} : view(ua->hvalue));
+    m.user_agent = singleLineOrNotFound(ua == nullptr ? std::string_view{} : view(ua->hvalue),
+                                        kMaxUserAgentBytes);
 
     std::string_view user = uriUser(sip->to == nullptr ? nullptr : sip->to->url);
     if (user.empty()) {
         user = uriUser(sip->req_uri);
     }
-    m.called_number = singleLineOrNotFound(user);
+    m.called_number = singleLineOrNotFound(user, kMaxCalledNumberBytes);
 }
 
 // Fields the responder echoes. Left empty when absent, so the responder can refuse.

@@ -21,14 +21,23 @@ enum class Kind {
                // and line breaks). Other headers cannot make a message Malformed.
 };
 
+// Caps on the recorded fields, in bytes of the sanitised text (SentryPeer's peer codec
+// refuses longer ones): a longer value is cut at the last whole character that fits (a
+// multi-byte UTF-8 character or a \xNN escape is never split), so an attacker cannot bloat
+// the index or the database with a 64 KiB To-URI user.
+inline constexpr std::size_t kMaxCalledNumberBytes = 128;
+inline constexpr std::size_t kMaxUserAgentBytes = 512;
+
 // What the daemon needs from one message. Strings are sanitised (core::sanitizeBytes):
 // single-line fields have control characters and invalid UTF-8 escaped as \xNN.
 struct Message {
     Kind kind = Kind::Malformed;
     std::string method;        // request method, e.g. "INVITE"; for Response core::kMethodResponse,
                                // for Malformed core::kMethodMalformed
-    std::string called_number; // To URI user, else Request-URI user, else core::kNotFound
-    std::string user_agent;    // first User-Agent value, core::kNotFound when absent or empty
+    std::string called_number; // To URI user, else Request-URI user, else core::kNotFound;
+                               // at most kMaxCalledNumberBytes
+    std::string user_agent;    // first User-Agent value, core::kNotFound when absent or empty;
+                               // at most kMaxUserAgentBytes
     std::string sip_message;   // the whole input, sanitised keeping CR/LF/TAB
 
     // For the responder (requests only), raw header values as received (sanitised):

@@ -186,6 +186,60 @@ TEST_F(ParseTest, LargeMessageOf60KiB) {
     EXPECT_EQ(m.sip_message.size(), bytes.size());
 }
 
+// A request whose To user and User-Agent are the given bytes.
+std::string withToUserAndAgent(const std::string& user, const std::string& agent) {
+    return test::withBody("INVITE sip:" + user +
+                              "@192.0.2.10 SIP/2.0\r\n"
+                              "Via: SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK-cap\r\n"
+                              "To: <sip:" +
+                              user +
+                              "@192.0.2.10>\r\n"
+                              "From: <sip:a@192.0.2.10>;tag=cap\r\n"
+                              "Call-ID: cap\r\n"
+                              "CSeq: 1 INVITE\r\n"
+                              "User-Agent: " +
+                              agent + "\r\n",
+                          "");
+}
+
+TEST_F(ParseTest, HugeCalledNumberAndUserAgentAreCutToTheirCaps) {
+    Message m = parse(withToUserAndAgent(std::string(std::size_t{20} * 1024, '9'),
+                                         std::string(std::size_t{30} * 1024, 'u')));
+    EXPECT_EQ(m.kind, Kind::Request);
+    EXPECT_EQ(m.called_number, std::string(kMaxCalledNumberBytes, '9'));
+    EXPECT_EQ(m.user_agent, std::string(kMaxUserAgentBytes, 'u'));
+    // At the cap exactly: kept whole.
+    m = parse(withToUserAndAgent(std::string(kMaxCalledNumberBytes, '1'),
+                                 std::string(kMaxUserAgentBytes, 'v')));
+    EXPECT_EQ(m.called_number, std::string(kMaxCalledNumberBytes, '1'));
+    EXPECT_EQ(m.user_agent, std::string(kMaxUserAgentBytes, 'v'));
+}
+
+TEST_F(ParseTest, CapNeverSplitsACharacterOrAnEscape) {
+    // A 2-byte UTF-8 character straddling the cap is dropped whole, not cut in half.
+    Message m = parse(
+        withToUserAndAgent("1", std::string(kMaxUserAgentBytes - 1, 'a') + "\xc3\xa9" + "tail"));
+    EXPECT_EQ(m.user_agent, std::string(kMaxUserAgentBytes - 1, 'a'));
+    // An invalid byte becomes the 4 characters \xff: kept whole when it fits ...
+    m = parse(withToUserAndAgent("1", std::string(kMaxUserAgentBytes - 4, 'a') + "\xff" + "zz"));
+    EXPECT_EQ(m.user_agent, std::string(kMaxUserAgentBytes - 4, 'a') + "\\xff");
+    // ... and dropped whole when it does not.
+    m = parse(withToUserAndAgent("1", std::string(kMaxUserAgentBytes - 2, 'a') + "\xff" + "zz"));
+    EXPECT_EQ(m.user_agent, std::string(kMaxUserAgentBytes - 2, 'a'));
+    // A 4-byte character at the end of the called number.
+    m = parse(
+        withToUserAndAgent(std::string(kMaxCalledNumberBytes - 3, '5') + "%F0%9F%98%80", "x"));
+    EXPECT_EQ(m.called_number, std::string(kMaxCalledNumberBytes - 3, '5'));
+}
+
+TEST_F(ParseTest, UserAgentOfAMalformedMessageIsCappedToo) {
+    // No Content-Length match: osip never sees it, the raw header scan finds the agent.
+    Message m = parse("INVITE sip:1@192.0.2.10 SIP/2.0\r\nContent-Length: 99\r\nUser-Agent: " +
+                      std::string(std::size_t{4} * 1024, 'm') + "\r\n\r\n");
+    EXPECT_EQ(m.kind, Kind::Malformed);
+    EXPECT_EQ(m.user_agent, std::string(kMaxUserAgentBytes, 'm'));
+}
+
 TEST_F(ParseTest, InvalidUtf8InUserAgentIsEscapedNotLost) {
     Message m = parse(test::withBody("OPTIONS sip:100@192.0.2.10 SIP/2.0\r\n"
                                      "Via: SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK-u\r\n"
@@ -351,7 +405,7 @@ TEST_F(ParseTest, HugeHeadersOutgrowTheParsersArenaAndStillParse) {
         Message m = parse(bytes, round == 1 ? Detail::Event : Detail::Reply);
         EXPECT_EQ(m.kind, Kind::Request);
         EXPECT_EQ(m.called_number, "300");
-        EXPECT_EQ(m.user_agent, ua);
+        EXPECT_EQ(m.user_agent, ua.substr(0, kMaxUserAgentBytes)); // recorded cut to its cap
     }
     EXPECT_EQ(parse(test::sipviciousOptions()).kind, Kind::Request);
 }
