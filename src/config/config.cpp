@@ -5,10 +5,16 @@
 #include <arpa/inet.h>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <set>
 #include <sstream>
+#include <stdexcept>
+#include <string_view>
 #include <thread>
+#include <type_traits>
 
+#include "config/toml.hpp"
 #include "core/text.hpp"
 #include "core/version.hpp"
 
@@ -62,9 +68,14 @@ std::string Config::dataDir() const {
 
 namespace {
 
-// parse() runs at startup, before any other thread exists: getenv is safe there.
-bool envSet(const std::string& name) {
-    return std::getenv(name.c_str()) != nullptr; // NOLINT(concurrency-mt-unsafe)
+// parse() runs at startup, before any other thread exists: getenv is safe there. CLI11
+// ignores a variable that is set but empty, and so do we.
+std::optional<std::string> envValue(const std::string& name) {
+    const char* v = std::getenv(name.c_str()); // NOLINT(concurrency-mt-unsafe)
+    if (v == nullptr || *v == '\0') {
+        return std::nullopt;
+    }
+    return std::string(v);
 }
 
 // Booleans from the environment or the config file: SentryPeer treats any set variable as
@@ -91,55 +102,293 @@ std::string checkDuration(const std::string& v) {
 
 std::string checkHostPort(const std::string& v) {
     if (!parseHostPort(v)) {
-        return "'" + v + "' is not ADDR:PORT with a numeric IPv4 address or [IPv6] and a port";
+        return "'" + v +
+               "' is not ADDR:PORT with a numeric IPv4 address or [IPv6] and a port 1-65535";
     }
     return {};
 }
 
+bool allDigits(const std::string& v) {
+    return !v.empty() &&
+           std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
+// A decimal number in [0, max], no sign (CLI11 would turn "-1" into 2^64-1).
+CLI::Validator unsignedUpTo(std::uint64_t max, const std::string& what) {
+    return CLI::Validator(
+        [max, what](std::string& v) -> std::string {
+            std::string digits = v;
+            digits.erase(0, std::min(digits.find_first_not_of('0'), digits.size() - 1));
+            if (!allDigits(digits) || digits.size() > 20 ||
+                (digits.size() == 20 && digits > "18446744073709551615") ||
+                std::stoull(digits) > max) {
+                return "'" + v + "' is not " + what + " (0 to " + std::to_string(max) + ")";
+            }
+            return {};
+        },
+        "");
+}
+
+bool validPort(const std::string& p) {
+    return allDigits(p) && p.size() <= 5 && std::stoi(p) >= 1 && std::stoi(p) <= 65535;
+}
+
+// DHT bootstrap node: "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address (the
+// forms src/p2p splits); the port, when given, is 1-65535.
+std::string checkBootstrap(const std::string& b) {
+    std::string bad = "'" + b + "' is not HOST[:PORT] (IPv6 as [ADDR]:PORT, port 1-65535)";
+    if (b.empty() || b.size() > 255 || b.find_first_of(" \t\r\n/@") != std::string::npos) {
+        return bad;
+    }
+    unsigned char buf[16];
+    if (b.front() == '[') {
+        auto close = b.find(']');
+        if (close == std::string::npos) {
+            return bad;
+        }
+        std::string host = b.substr(1, close - 1);
+        if (inet_pton(AF_INET6, host.c_str(), buf) != 1) {
+            return bad;
+        }
+        if (close + 1 < b.size() && (b[close + 1] != ':' || !validPort(b.substr(close + 2)))) {
+            return bad;
+        }
+        return {};
+    }
+    auto colon = b.rfind(':');
+    if (colon == std::string::npos) {
+        return {};
+    }
+    if (b.find(':') != colon) { // a bare IPv6 address, no port
+        return inet_pton(AF_INET6, b.c_str(), buf) == 1 ? std::string{} : bad;
+    }
+    if (colon == 0 || !validPort(b.substr(colon + 1))) {
+        return bad;
+    }
+    return {};
+}
+
+// An http(s) URL (or empty); a port in its authority must be 1-65535.
+std::string checkUrl(const std::string& url) {
+    if (url.empty()) {
+        return {};
+    }
+    std::size_t start = 0;
+    if (url.rfind("http://", 0) == 0) {
+        start = 7;
+    } else if (url.rfind("https://", 0) == 0) {
+        start = 8;
+    } else {
+        return "'" + url + "' is not an http:// or https:// URL";
+    }
+    std::string authority = url.substr(start, url.find_first_of("/?#", start) - start);
+    if (auto at = authority.rfind('@'); at != std::string::npos) {
+        authority = authority.substr(at + 1);
+    }
+    std::size_t colon = std::string::npos;
+    if (!authority.empty() && authority.front() == '[') {
+        auto close = authority.find(']');
+        if (close == std::string::npos) {
+            return "'" + url + "' is not an http:// or https:// URL";
+        }
+        colon = authority.find(':', close);
+    } else {
+        colon = authority.find(':');
+    }
+    if (colon != std::string::npos && !validPort(authority.substr(colon + 1))) {
+        return "'" + url + "': the port is not 1-65535";
+    }
+    return {};
+}
+
+// ---- TOML values ---------------------------------------------------------------------
+
+// "7d", "12h", "90s", "0": the largest unit that divides the duration.
+std::string durationText(std::chrono::seconds d) {
+    auto n = d.count();
+    if (n == 0) {
+        return "0";
+    }
+    for (auto [unit, secs] : {std::pair{'d', 86400}, {'h', 3600}, {'m', 60}}) {
+        if (n % secs == 0) {
+            return std::to_string(n / secs) + unit;
+        }
+    }
+    return std::to_string(n) + "s";
+}
+
+std::string tomlValue(bool v) {
+    return v ? "true" : "false";
+}
+std::string tomlValue(const std::string& v) {
+    return tomlString(v);
+}
+std::string tomlValue(const HostPort& v) {
+    return tomlString(v.str());
+}
+std::string tomlValue(std::chrono::seconds v) {
+    return tomlString(durationText(v));
+}
+template <typename T>
+requires std::is_arithmetic_v<T> std::string tomlValue(T v) {
+    std::ostringstream o;
+    o << +v;
+    return o.str();
+}
+template <typename T> std::string tomlValue(const std::vector<T>& v) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        out += (i > 0 ? ", " : "") + tomlValue(v[i]);
+    }
+    return out + "]";
+}
+template <typename T> std::string tomlValue(const std::optional<T>& v) {
+    return v ? tomlValue(*v) : tomlString("");
+}
+
+// ---- the option table ----------------------------------------------------------------------
+
+// --help shows kHiddenGroup options nowhere. (CLI11 hides an option by an empty group, which
+// also empties its name in error messages, so the group is emptied only while the help text
+// is made.)
+const char* const kHiddenGroup = "Hidden";
+
+// The CLI11 app plus what the table says about each option beyond CLI11: how describe()
+// prints its effective value, and whether it is a secret.
+class Table : public CLI::App {
+public:
+    using CLI::App::App;
+
+    // describe() prints `reader()` (a TOML value) as this option's effective value.
+    CLI::Option* shows(CLI::Option* o, std::function<std::string()> reader) {
+        readers_[o] = std::move(reader);
+        return o;
+    }
+    // describe() never prints this option's value, only whether it is set.
+    CLI::Option* secret(CLI::Option* o) {
+        secrets_.insert(o);
+        return o;
+    }
+    CLI::Option* hidden(CLI::Option* o) { return o->group(kHiddenGroup); }
+
+    bool isSecret(const CLI::Option* o) const { return secrets_.count(o) > 0; }
+
+    // The option's effective value as TOML. An option added without addOption/addFlag
+    // falls back to CLI11's string of the bound variable, quoted.
+    std::string value(CLI::Option* o) const {
+        if (auto it = readers_.find(o); it != readers_.end()) {
+            return it->second();
+        }
+        o->capture_default_str();
+        return tomlString(o->get_default_str());
+    }
+
+    std::string helpText(bool all) {
+        std::vector<CLI::Option*> hidden_now;
+        for (CLI::Option* o : get_options()) {
+            if (o->get_group() == kHiddenGroup) {
+                o->group("");
+                hidden_now.push_back(o);
+            }
+        }
+        std::string text = all ? help("", CLI::AppFormatMode::All) : help();
+        for (CLI::Option* o : hidden_now) {
+            o->group(kHiddenGroup);
+        }
+        return text;
+    }
+
+private:
+    std::map<const CLI::Option*, std::function<std::string()>> readers_;
+    std::set<const CLI::Option*> secrets_;
+};
+
+// The config file key describe() prints: the first long name with '_' for '-'.
+std::string keyOf(const CLI::Option* o) {
+    const auto& l = o->get_lnames();
+    std::string k = l.empty() ? o->get_name() : l.front();
+    std::replace(k.begin(), k.end(), '-', '_');
+    return k;
+}
+
+std::string normaliseKey(std::string k) {
+    std::replace(k.begin(), k.end(), '_', '-');
+    if (k == "tls-listen-address") { // SentryPeer's key
+        k = "tls-listen";
+    }
+    return k;
+}
+
 // The config file: TOML, keys are long option names with '-' or '_' (SentryPeer's file
 // uses cert, key and tls_listen_address). CLI11 lets the file override the environment;
-// we want file < environment, so keys whose variable is set are dropped here.
+// we want file < environment, so keys whose variable is set are dropped here. Unknown keys,
+// command-line-only options and TOML errors throw TomlError (line, message).
 class TomlConfig : public CLI::ConfigTOML {
 public:
     explicit TomlConfig(const CLI::App& app) {
         for (const CLI::Option* o : app.get_options()) {
-            const std::string& env = o->get_envname();
-            if (!env.empty() && envSet(env)) {
-                for (const auto& name : o->get_lnames()) {
-                    set_by_env_.push_back(name);
-                }
+            for (const auto& name : o->get_lnames()) {
+                options_[name] = o;
             }
         }
     }
 
     std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
-        auto parsed = CLI::ConfigTOML::from_config(input);
+        TomlReader reader(input);
         std::vector<CLI::ConfigItem> kept;
-        for (auto& item : parsed) {
-            std::string original = item.name;
-            std::replace(item.name.begin(), item.name.end(), '_', '-');
-            original_names_[item.name] = original;
-            if (item.name == "tls-listen-address") {
-                item.name = "tls-listen";
+        for (auto& item : reader.items()) {
+            std::string name = normaliseKey(item.key);
+            auto it = options_.find(name);
+            if (it == options_.end()) {
+                throw TomlError(item.line, "unknown key '" + item.key + "'");
             }
-            if (std::find(set_by_env_.begin(), set_by_env_.end(), item.name) == set_by_env_.end()) {
-                kept.push_back(std::move(item));
+            const CLI::Option* o = it->second;
+            if (!o->get_configurable()) {
+                std::string hint = name == "p2p" || name == "no-p2p"
+                                       ? " (in a config file: peer_to_peer = true or false)"
+                                       : "";
+                throw TomlError(item.line,
+                                "'" + item.key + "' is a command-line option only" + hint);
             }
+            if (auto [at, fresh] = keys_.emplace(name, Key{item.key, item.line}); !fresh) {
+                throw TomlError(item.line, "'" + item.key + "' is given twice (first on line " +
+                                               std::to_string(at->second.line) + ")");
+            }
+            if (item.array && item.values.empty()) {
+                throw TomlError(item.line, item.key + ": empty array (leave the key out)");
+            }
+            if (!o->get_envname().empty() && envValue(o->get_envname())) {
+                continue; // the environment beats the file
+            }
+            CLI::ConfigItem ci;
+            ci.name = name;
+            ci.inputs = std::move(item.values);
+            kept.push_back(std::move(ci));
         }
         return kept;
     }
 
-    // The key as the file spelt it, for error messages.
-    std::string originalName(const std::string& normalised) const {
-        auto it = original_names_.find(normalised);
-        return it == original_names_.end() ? normalised : it->second;
+    // "LINE: KEY" as the file spelt it, when the file set this option.
+    std::optional<std::string> where(const CLI::Option* o) const {
+        for (const auto& name : o->get_lnames()) {
+            if (auto it = keys_.find(name); it != keys_.end()) {
+                return std::to_string(it->second.line) + ": " + it->second.written;
+            }
+        }
+        return std::nullopt;
     }
 
 private:
-    std::vector<std::string> set_by_env_;
-    mutable std::map<std::string, std::string> original_names_;
+    struct Key {
+        std::string written;
+        int line = 0;
+    };
+    std::map<std::string, const CLI::Option*> options_;
+    mutable std::map<std::string, Key> keys_;
 };
 
+// Values the table binds to before parse() turns them into Config members. An option bound
+// here needs app.shows(...) so that describe() prints the effective Config value.
 struct Raw {
     std::vector<std::string> sip_listen;
     std::string api_listen = "127.0.0.1:8082";
@@ -151,28 +400,34 @@ struct Raw {
     std::string tcp_idle_timeout = "30s";
 };
 
-CLI::Option* addFlag(CLI::App& app, const std::string& names, bool& target, const std::string& env,
+CLI::Option* addFlag(Table& app, const std::string& names, bool& target, const std::string& env,
                      const std::string& help) {
     auto* o = app.add_flag(names, target, help)->transform(normaliseBool);
     if (!env.empty()) {
         o->envname(env);
     }
-    return o;
+    return app.shows(o, [&target] { return tomlValue(target); });
 }
 
 template <typename T>
-CLI::Option* addOption(CLI::App& app, const std::string& names, T& target, const std::string& env,
+CLI::Option* addOption(Table& app, const std::string& names, T& target, const std::string& env,
                        const std::string& help) {
     auto* o = app.add_option(names, target, help)->capture_default_str();
     if (!env.empty()) {
         o->envname(env);
     }
-    return o;
+    return app.shows(o, [&target] { return tomlValue(target); });
 }
 
-// The option table. Every option has a long name (the config file key); SentryPeer's short
-// flags and SENTRYPEER_* variables are kept.
-void buildOptions(CLI::App& app, Config& c, Raw& raw) {
+// The option table: the one list that feeds the command line, the environment, the config
+// file, --help and describe() (--check-config). Every option has a long name (the config
+// file key); SentryPeer's short flags and SENTRYPEER_* variables are kept. Add an option with
+// addOption/addFlag bound to a Config member and describe() prints it with no further
+// work. Mark secrets with app.secret(o) (describe() then never prints the value); an option
+// bound to a Raw field needs app.shows(o, reader of the effective Config value);
+// command-line-only options are ->configurable(false) (describe() skips them, the file
+// rejects them).
+void buildOptions(Table& app, Config& c, Raw& raw) {
     app.option_defaults()->group("Options");
     // Storage
     addOption(app, "-f,--db-file", c.db_file, "SENTRYPEER_DB_FILE", "SQLite database file");
@@ -182,6 +437,7 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
     addOption(app, "--max-age", raw.max_age, "SENTRYPEER_MAX_AGE",
               "Keep events this long, e.g. 12h, 7d; 0 keeps everything")
         ->check(checkDuration);
+    app.shows(app.get_option("--max-age"), [&c] { return tomlValue(c.max_age); });
     addOption(app, "--max-rows", c.max_rows, "SENTRYPEER_MAX_ROWS",
               "Keep at most this many events; the oldest go first; 0: no limit");
     addOption(app, "--max-index-memory", c.max_index_memory_mib, "SENTRYPEER_MAX_INDEX_MEMORY",
@@ -197,13 +453,17 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
     addOption(app, "--syslog-socket", c.syslog_socket, "SENTRYPEER_SYSLOG_SOCKET",
               "Unix datagram socket of the syslog daemon");
     addOption(app, "-w,--webhook-url", c.webhook_url, "SENTRYPEER_WEBHOOK_URL",
-              "POST each event as JSON to this http(s) URL");
+              "POST each event as JSON to this http(s) URL")
+        ->check(checkUrl);
     addOption(app, "-i,--oauth2-client-id", c.oauth2_client_id, "SENTRYPEER_OAUTH2_CLIENT_ID",
               "OAuth2 client id for the webhook (with --oauth2-client-secret)");
-    addOption(app, "-c,--oauth2-client-secret", c.oauth2_client_secret,
-              "SENTRYPEER_OAUTH2_CLIENT_SECRET", "OAuth2 client secret for the webhook");
+    app.secret(addOption(app, "-c,--oauth2-client-secret", c.oauth2_client_secret,
+                         "SENTRYPEER_OAUTH2_CLIENT_SECRET",
+                         "OAuth2 client secret for the webhook (secret: --check-config does "
+                         "not print it)"));
     addOption(app, "--oauth2-token-url", c.oauth2_token_url, "SENTRYPEER_OAUTH2_TOKEN_URL",
-              "OAuth2 token endpoint (client credentials grant)");
+              "OAuth2 token endpoint (client credentials grant)")
+        ->check(checkUrl);
     addOption(app, "--oauth2-audience", c.oauth2_audience, "SENTRYPEER_OAUTH2_AUDIENCE",
               "OAuth2 audience of the webhook token");
     // SIP
@@ -219,10 +479,15 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
               "UDP+TCP SIP listen address, repeatable (default 0.0.0.0:5060 and [::]:5060)")
         ->check(checkHostPort)
         ->delimiter(',');
+    app.shows(app.get_option("--sip-listen"), [&c] { return tomlValue(c.sip_listen); });
     addOption(app, "-z,--tls-listen", raw.tls_listen, "SENTRYPEER_TLS_LISTEN_ADDRESS",
               "TLS SIP listen address")
         ->check(checkHostPort);
+    app.shows(app.get_option("--tls-listen"), [&c, &raw] {
+        return c.tls_listen ? tomlValue(*c.tls_listen) : tomlValue(raw.tls_listen);
+    });
     addFlag(app, "--no-tls", raw.no_tls, "SENTRYPEER_NO_TLS", "Do not listen for SIP over TLS");
+    app.shows(app.get_option("--no-tls"), [&c] { return tomlValue(!c.tls_listen); });
     addOption(app, "-t,--cert", c.cert, "SENTRYPEER_CERT",
               "TLS certificate (PEM); without --cert/--key a self-signed one for localhost is "
               "generated in the data directory")
@@ -246,29 +511,37 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
     addOption(app, "--tcp-idle-timeout", raw.tcp_idle_timeout, "SENTRYPEER_TCP_IDLE_TIMEOUT",
               "Close SIP TCP/TLS connections idle this long")
         ->check(checkDuration);
+    app.shows(app.get_option("--tcp-idle-timeout"), [&c] { return tomlValue(c.tcp_idle_timeout); });
     // REST API
     addFlag(app, "-a,--api", c.api, "SENTRYPEER_API", "Serve the REST API");
     addOption(app, "--api-listen", raw.api_listen, "SENTRYPEER_API_LISTEN",
               "REST API listen address (loopback by default; 0.0.0.0:8082 opens it)")
         ->check(checkHostPort);
-    addOption(app, "--api-token", c.api_token, "SENTRYPEER_API_TOKEN",
-              "Require 'Authorization: Bearer <token>' on every route but /health-check");
+    app.shows(app.get_option("--api-listen"), [&c] { return tomlValue(c.api_listen); });
+    app.secret(addOption(app, "--api-token", c.api_token, "SENTRYPEER_API_TOKEN",
+                         "Require 'Authorization: Bearer <token>' on every route but "
+                         "/health-check (secret: --check-config does not print it)"));
     // Peer to peer
+    // -p and --no-p2p are the command line's spellings; the file and the environment use
+    // peer_to_peer / SENTRYPEER_PEER_TO_PEER.
     addFlag(app, "-p,--p2p", raw.p2p_flag, "",
-            "Peer-to-peer sharing (on by default; kept for SentryPeer's command line)");
+            "Peer-to-peer sharing (on by default; kept for SentryPeer's command line)")
+        ->configurable(false);
     addFlag(app, "--no-p2p", raw.no_p2p, "",
-            "Opt out of peer-to-peer sharing: send and receive nothing");
-    addFlag(app, "--peer-to-peer", c.p2p, "SENTRYPEER_PEER_TO_PEER",
-            "Peer-to-peer sharing on or off (SENTRYPEER_PEER_TO_PEER=0 opts out)")
-        ->group("");
+            "Opt out of peer-to-peer sharing: send and receive nothing")
+        ->configurable(false);
+    app.hidden(addFlag(app, "--peer-to-peer", c.p2p, "SENTRYPEER_PEER_TO_PEER",
+                       "Peer-to-peer sharing on or off (SENTRYPEER_PEER_TO_PEER=0 opts out)"));
     addOption(app, "-b,--bootstrap", c.bootstrap, "SENTRYPEER_BOOTSTRAP_NODE",
               "DHT bootstrap node HOST[:PORT], repeatable (default bootstrap.sentrypeer.org:4222)")
+        ->check(checkBootstrap)
         ->delimiter(',');
     addOption(app, "--dht-port", c.dht_port, "SENTRYPEER_DHT_PORT", "DHT UDP port (IPv4 and IPv6)")
         ->check(CLI::Range(1, 65535));
     addOption(app, "--dht-network", c.dht_network, "SENTRYPEER_DHT_NETWORK",
-              "DHT network id: 0 is the public SentryPeer network; another number makes a "
-              "private community");
+              "DHT network id (0 to 4294967295): 0 is the public SentryPeer network; another "
+              "number makes a private community")
+        ->check(unsignedUpTo(0xFFFFFFFFULL, "a DHT network id"));
     addFlag(app, "--dht-no-rate-limit", c.dht_no_rate_limit, "SENTRYPEER_DHT_NO_RATE_LIMIT",
             "Lift OpenDHT's per-IP rate limit (private networks, tests on loopback)");
     // Operations
@@ -278,7 +551,49 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
               "Network threads (0: one per core)")
         ->check(CLI::Range(0, 256));
     app.add_flag("--check-config", c.check_config,
-                 "Validate the configuration, print it as TOML and exit");
+                 "Validate the configuration, print it as TOML and exit")
+        ->configurable(false);
+}
+
+// The app with the whole table bound to `c` and `raw`.
+void buildApp(Table& app, Config& c, Raw& raw) {
+    auto* config = app.set_config("-g,--config", "",
+                                  "TOML configuration file (keys: long option names; env "
+                                  "SENTRYPEER_CONFIG_FILE)");
+    config->configurable(false);
+    app.allow_config_extras(CLI::config_extras_mode::error);
+    app.set_version_flag("-V,--version", std::string("sentrypeer ") + core::kVersion + " (git " +
+                                             core::kGitRevision + ")");
+    buildOptions(app, c, raw);
+    for (CLI::Option* o : app.get_options()) {
+        if (o == app.get_help_ptr() || o == app.get_help_all_ptr() || o->check_name("--version")) {
+            o->configurable(false);
+        }
+    }
+}
+
+// The option a CLI11 error message is about: CLI11 starts it with the option's name
+// ("--max-age: ...") or says "Could not convert: --threads = x". The longest name wins.
+const CLI::Option* optionOfError(const CLI::App& app, const std::string& what, std::string& body) {
+    const CLI::Option* best = nullptr;
+    std::size_t best_len = 0;
+    for (const CLI::Option* o : app.get_options()) {
+        std::string name = o->get_name();
+        if (name.empty() || name.size() <= best_len) {
+            continue;
+        }
+        if (what.rfind(name + ": ", 0) == 0) {
+            best = o;
+            best_len = name.size();
+            body = what.substr(name.size() + 2);
+        } else if (auto at = what.find("Could not convert: " + name + " = ");
+                   at != std::string::npos) {
+            best = o;
+            best_len = name.size();
+            body = "'" + what.substr(at + 22 + name.size()) + "' is not a valid value";
+        }
+    }
+    return best;
 }
 
 std::string oneLine(std::string s) {
@@ -294,75 +609,85 @@ std::string oneLine(std::string s) {
 std::variant<Config, Exit> parse(int argc, const char* const* argv) {
     Config c;
     Raw raw;
-    CLI::App app{"sentrypeer: a SIP honeypot that records VoIP fraud probes and shares them "
-                 "peer to peer",
-                 "sentrypeer"};
-    app.set_config("-g,--config", "",
-                   "TOML configuration file (keys: long option names; env SENTRYPEER_CONFIG_FILE)");
-    app.allow_config_extras(CLI::config_extras_mode::error);
-    app.set_version_flag("-V,--version", std::string("sentrypeer ") + core::kVersion + " (git " +
-                                             core::kGitRevision + ")");
-    buildOptions(app, c, raw);
+    Table app{"sentrypeer: a SIP honeypot that records VoIP fraud probes and shares them "
+              "peer to peer",
+              "sentrypeer"};
+    buildApp(app, c, raw);
     auto toml = std::make_shared<TomlConfig>(app);
     app.config_formatter(toml);
 
     // CLI11 reads the config file before the environment, so SENTRYPEER_CONFIG_FILE is
     // handled here: it names the file unless -g/--config is on the command line.
     std::vector<std::string> args(argv + 1, argv + argc);
-    // NOLINTNEXTLINE(concurrency-mt-unsafe): parse() runs at startup, before any thread.
-    const char* env_config = std::getenv("SENTRYPEER_CONFIG_FILE");
+    auto env_config = envValue("SENTRYPEER_CONFIG_FILE");
     bool has_config_flag = std::any_of(args.begin(), args.end(), [](const std::string& a) {
         return a == "-g" || a == "--config" || a.rfind("--config=", 0) == 0 ||
                (a.size() > 2 && a.rfind("-g", 0) == 0);
     });
-    if (env_config != nullptr && *env_config != '\0' && !has_config_flag) {
-        args.insert(args.begin(), {"--config", env_config});
+    if (env_config && !has_config_flag) {
+        args.insert(args.begin(), {"--config", *env_config});
     }
+    auto configFile = [&app] {
+        std::string file = app.get_config_ptr()->as<std::string>();
+        return file.empty() ? std::string("config file") : file;
+    };
+    // Where an option's value came from, as the start of an error line: the flag when it is
+    // on the command line, else its SENTRYPEER_* variable when set, else FILE:LINE: KEY.
+    auto origin = [&](const CLI::Option* o) {
+        bool on_command_line = std::any_of(args.begin(), args.end(), [o](const std::string& a) {
+            if (a.rfind("--", 0) == 0) {
+                return o->check_name(a.substr(0, a.find('=')));
+            }
+            return a.size() >= 2 && a[0] == '-' && o->check_name(a.substr(0, 2));
+        });
+        if (on_command_line) {
+            return o->get_name();
+        }
+        if (!o->get_envname().empty() && envValue(o->get_envname())) {
+            return o->get_envname();
+        }
+        if (auto where = toml->where(o)) {
+            return configFile() + ":" + *where;
+        }
+        return o->get_name();
+    };
+    auto fail = [&](const std::string& flag, const std::string& what) {
+        return Exit{2, "sentrypeer: " + origin(app.get_option(flag)) + ": " + what};
+    };
+
     std::reverse(args.begin(), args.end()); // CLI11 takes the arguments in reverse order
     try {
         app.parse(args);
     } catch (const CLI::CallForHelp&) {
-        return Exit{0, app.help()};
+        return Exit{0, app.helpText(false)};
     } catch (const CLI::CallForAllHelp&) {
-        return Exit{0, app.help("", CLI::AppFormatMode::All)};
+        return Exit{0, app.helpText(true)};
     } catch (const CLI::CallForVersion& e) {
         return Exit{0, e.what()};
+    } catch (const TomlError& e) {
+        std::string line = e.line > 0 ? ":" + std::to_string(e.line) : "";
+        return Exit{2, "sentrypeer: " + configFile() + line + ": " + oneLine(e.what())};
     } catch (const CLI::ConfigError& e) {
-        // A key that is no option, or a line that is not TOML: name the file and the key
-        // as written (the parser has turned '_' into '-').
-        std::string what = oneLine(e.what());
-        const std::string marker = "INI was not able to parse ";
-        if (auto at = what.find(marker); at != std::string::npos) {
-            std::string key = what.substr(at + marker.size());
-            what = "unknown key or not TOML: '" + toml->originalName(key) + "'";
-        }
-        std::string file = app.get_config_ptr()->as<std::string>();
-        return Exit{2, "sentrypeer: " + (file.empty() ? std::string("config file") : file) + ": " +
-                           what};
+        return Exit{2, "sentrypeer: " + configFile() + ": " + oneLine(e.what())};
     } catch (const CLI::ParseError& e) {
         std::string what = oneLine(e.what());
-        // A bad value from the environment: say which variable it came from.
-        for (const CLI::Option* o : app.get_options()) {
-            const std::string& env = o->get_envname();
-            bool on_command_line = std::any_of(args.begin(), args.end(), [&](const std::string& a) {
-                return o->check_name(a.substr(0, a.find('=')));
-            });
-            if (!env.empty() && envSet(env) && !on_command_line &&
-                what.find(o->get_name()) != std::string::npos) {
-                what += " (from " + env + ")";
-                break;
-            }
+        std::string body;
+        if (const CLI::Option* o = optionOfError(app, what, body)) {
+            return Exit{2, "sentrypeer: " + origin(o) + ": " + body};
         }
         return Exit{2, "sentrypeer: " + what};
+    } catch (const std::exception& e) {
+        return Exit{2, "sentrypeer: " + oneLine(e.what())};
     }
 
-    if (app.count("--json-log-file") > 0) {
+    // -l implies -j, unless -j (or its variable or key) is given explicitly.
+    if (app.count("--json-log-file") > 0 && app.count("--json-log") == 0) {
         c.json_log = true;
     }
     c.max_age = *core::parseDuration(raw.max_age);
     c.tcp_idle_timeout = *core::parseDuration(raw.tcp_idle_timeout);
     if (c.tcp_idle_timeout.count() == 0) {
-        return Exit{2, "sentrypeer: --tcp-idle-timeout: must be more than 0"};
+        return fail("--tcp-idle-timeout", "must be more than 0");
     }
     if (raw.sip_listen.empty()) {
         raw.sip_listen = {"0.0.0.0:5060", "[::]:5060"};
@@ -377,32 +702,21 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
     if (c.bootstrap.empty()) {
         c.bootstrap = {"bootstrap.sentrypeer.org:4222"};
     }
-    for (const auto& b : c.bootstrap) {
-        if (b.empty() || b.size() > 255 || b.find_first_of(" \t\r\n/") != std::string::npos) {
-            return Exit{2, "sentrypeer: --bootstrap: '" + b + "' is not HOST[:PORT]"};
-        }
-    }
     if (!raw.no_tls) {
         c.tls_listen = parseHostPort(raw.tls_listen);
     }
     if (c.cert.empty() != c.key.empty()) {
-        return Exit{2, "sentrypeer: --cert and --key must be given together"};
+        return fail(c.cert.empty() ? "--key" : "--cert", "--cert and --key must be given together");
     }
     if (!c.sip_redirect.empty() && c.sip_redirect.rfind("sip:", 0) != 0 &&
         c.sip_redirect.rfind("sips:", 0) != 0) {
-        return Exit{2, "sentrypeer: --sip-redirect: '" + c.sip_redirect +
-                           "' is not a sip: or sips: URI"};
+        return fail("--sip-redirect", "'" + c.sip_redirect + "' is not a sip: or sips: URI");
     }
     if (c.sip_redirect.find_first_of("\r\n<>") != std::string::npos) {
-        return Exit{2, "sentrypeer: --sip-redirect: the URI contains forbidden characters"};
-    }
-    if (!c.webhook_url.empty() && c.webhook_url.rfind("http://", 0) != 0 &&
-        c.webhook_url.rfind("https://", 0) != 0) {
-        return Exit{2, "sentrypeer: --webhook-url: '" + c.webhook_url +
-                           "' is not an http:// or https:// URL"};
+        return fail("--sip-redirect", "the URI contains forbidden characters");
     }
     if (c.sip_server_header.find_first_of("\r\n") != std::string::npos) {
-        return Exit{2, "sentrypeer: --sip-server-header: must be one line"};
+        return fail("--sip-server-header", "must be one line");
     }
     if (c.threads == 0) {
         c.threads = std::max(1u, std::thread::hardware_concurrency());
@@ -412,74 +726,51 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
 }
 
 std::string describe(const Config& c) {
+    Config effective = c;
+    Raw raw;
+    Table app{"", "sentrypeer"};
+    buildApp(app, effective, raw);
+    Config defaults;
+    Raw default_raw;
+    Table default_app{"", "sentrypeer"};
+    buildApp(default_app, defaults, default_raw);
+
     std::ostringstream o;
-    auto q = [](const std::string& s) {
-        std::string out = "\"";
-        for (char ch : s) {
-            if (ch == '"' || ch == '\\') {
-                out.push_back('\\');
-            }
-            out.push_back(ch);
+    o << "# sentrypeer " << core::kVersion << ": the effective configuration (-g reads it)\n";
+    for (CLI::Option* opt : app.get_options()) {
+        if (!opt->get_configurable()) {
+            continue;
         }
-        return out + "\"";
-    };
-    auto b = [](bool v) { return v ? "true" : "false"; };
-    o << "db_file = " << q(c.db_file) << "\n";
-    o << "data_dir = " << q(c.dataDir()) << "\n";
-    o << "max_age = \"" << c.max_age.count() << "s\"\n";
-    o << "max_rows = " << c.max_rows << "\n";
-    o << "max_index_memory = " << c.max_index_memory_mib << "\n";
-    o << "json_log = " << b(c.json_log) << "\n";
-    if (c.json_log) { // a json_log_file key implies json_log
-        o << "json_log_file = " << q(c.json_log_file) << "\n";
+        std::string key = keyOf(opt);
+        std::string value = app.value(opt);
+        bool empty = value == "\"\"" || value == "[]";
+        const std::string& env = opt->get_envname();
+        if (app.isSecret(opt)) {
+            std::string use = env.empty() ? "" : ": use " + env;
+            o << "# " << key << (empty ? " = (not set" : " = (set; not shown") << use << ")\n";
+        } else if (empty && value == default_app.value(default_app.get_option(opt->get_name()))) {
+            o << "# " << key << " = " << value << " (not set)\n";
+        } else {
+            o << key << " = " << value << "\n";
+        }
     }
-    o << "syslog = " << b(c.syslog) << "\n";
-    o << "syslog_socket = " << q(c.syslog_socket) << "\n";
-    o << "webhook_url = " << q(c.webhook_url) << "\n";
-    o << "oauth2_client_id = " << q(c.oauth2_client_id) << "\n";
-    o << "oauth2_client_secret = " << q(c.oauth2_client_secret.empty() ? "" : "<set>") << "\n";
-    o << "oauth2_token_url = " << q(c.oauth2_token_url) << "\n";
-    o << "oauth2_audience = " << q(c.oauth2_audience) << "\n";
-    o << "sip_responsive = " << b(c.sip_responsive) << "\n";
-    o << "sip_disable = " << b(c.sip_disable) << "\n";
-    o << "sip_listen = [";
-    for (std::size_t i = 0; i < c.sip_listen.size(); ++i) {
-        o << (i ? ", " : "") << q(c.sip_listen[i].str());
-    }
-    o << "]\n";
-    if (c.tls_listen) {
-        o << "tls_listen = " << q(c.tls_listen->str()) << "\n";
-    } else {
-        o << "no_tls = true\n";
-    }
-    if (!c.cert.empty()) {
-        o << "cert = " << q(c.cert) << "\n";
-        o << "key = " << q(c.key) << "\n";
-    }
-    o << "sip_agent = " << c.sip_agent << "\n";
-    o << "sip_redirect = " << q(c.sip_redirect) << "\n";
-    o << "sip_server_header = " << q(c.sip_server_header) << "\n";
-    o << "tcp_max_connections = " << c.tcp_max_connections << "\n";
-    o << "tcp_max_per_ip = " << c.tcp_max_per_ip << "\n";
-    o << "tcp_idle_timeout = \"" << c.tcp_idle_timeout.count() << "s\"\n";
-    o << "api = " << b(c.api) << "\n";
-    o << "api_listen = " << q(c.api_listen.str()) << "\n";
-    if (!c.api_token.empty()) {
-        o << "api_token = \"<set>\"\n"; // never print secrets
-    }
-    o << "peer_to_peer = " << b(c.p2p) << "\n";
-    o << "bootstrap = [";
-    for (std::size_t i = 0; i < c.bootstrap.size(); ++i) {
-        o << (i ? ", " : "") << q(c.bootstrap[i]);
-    }
-    o << "]\n";
-    o << "dht_port = " << c.dht_port << "\n";
-    o << "dht_network = " << c.dht_network << "\n";
-    o << "dht_no_rate_limit = " << b(c.dht_no_rate_limit) << "\n";
-    o << "verbose = " << b(c.verbose) << "\n";
-    o << "debug = " << b(c.debug) << "\n";
-    o << "threads = " << c.threads << "\n";
     return o.str();
+}
+
+std::vector<OptionInfo> optionTable() {
+    Config c;
+    Raw raw;
+    Table app{"", "sentrypeer"};
+    buildApp(app, c, raw);
+    std::vector<OptionInfo> out;
+    for (const CLI::Option* o : app.get_options()) {
+        if (o->get_lnames().empty()) {
+            continue;
+        }
+        out.push_back(OptionInfo{o->get_name(), keyOf(o), o->get_envname(), o->get_type_size() == 0,
+                                 app.isSecret(o), o->get_configurable()});
+    }
+    return out;
 }
 
 } // namespace sp::config

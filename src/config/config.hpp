@@ -17,6 +17,7 @@ struct HostPort {
     std::string host;
     std::uint16_t port = 0;
     std::string str() const;
+    bool operator==(const HostPort&) const = default;
 };
 
 // Parses "ADDR:PORT" / "[V6]:PORT". nullopt when malformed (host must be a numeric IP).
@@ -39,7 +40,7 @@ struct Config {
     std::string syslog_socket = "/dev/log";
     std::string webhook_url; // empty: no webhook
     std::string oauth2_client_id;
-    std::string oauth2_client_secret; // never printed (--check-config shows "<set>")
+    std::string oauth2_client_secret; // secret: --check-config never prints it
     std::string oauth2_token_url = "https://dev-vtqcrudk2kakzqos.uk.auth0.com/oauth/token";
     std::string oauth2_audience = "https://sentrypeer.com/api";
 
@@ -63,7 +64,7 @@ struct Config {
     // REST API
     bool api = false;
     HostPort api_listen{"127.0.0.1", 8082};
-    std::string api_token;
+    std::string api_token; // secret: --check-config never prints it
 
     // Peer to peer (OpenDHT): on unless opted out
     bool p2p = true;
@@ -81,6 +82,10 @@ struct Config {
 
     // Effective data directory (data_dir, else the database's directory).
     std::string dataDir() const;
+
+    // Member-wise (the config round-trip test compares a parsed, described and re-parsed
+    // Config with the original). A member type without == makes this deleted: add one.
+    bool operator==(const Config&) const = default;
 };
 
 // What parse() decided.
@@ -93,7 +98,22 @@ struct Exit {
 // version, or one line naming the bad option and value). Reads the process environment.
 std::variant<Config, Exit> parse(int argc, const char* const* argv);
 
-// The effective configuration as TOML (for --check-config), every option with its value.
+// The effective configuration as TOML (for --check-config), generated from the option table:
+// every option that the config file accepts appears, in table order, as `key = value` that
+// -g reads back to the same Config. Exceptions, as comment lines: secrets (options marked
+// secret in the table) are never printed, only whether they are set and which SENTRYPEER_*
+// variable to give them in; an empty value that is also the default is shown as not set.
 std::string describe(const Config& c);
+
+// One row of the option table, for tests and tools (not used by the daemon).
+struct OptionInfo {
+    std::string flag;  // "--db-file"
+    std::string key;   // config file key as describe() prints it: "db_file"
+    std::string env;   // "SENTRYPEER_DB_FILE", or empty
+    bool is_flag;      // a boolean flag (no value on the command line)
+    bool secret;       // never printed by describe()
+    bool configurable; // accepted in the config file (and printed by describe())
+};
+std::vector<OptionInfo> optionTable();
 
 } // namespace sp::config

@@ -3,6 +3,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+
+extern char** environ;
 
 #include "config/config.hpp"
 
@@ -14,10 +17,15 @@ namespace {
 // Parses a command line with a clean SENTRYPEER_* environment plus `env`.
 std::variant<Config, Exit> run(std::vector<std::string> args,
                                std::vector<std::pair<std::string, std::string>> env = {}) {
-    for (const char* name :
-         {"SENTRYPEER_SIP_RESPONSIVE", "SENTRYPEER_DB_FILE", "SENTRYPEER_CONFIG_FILE",
-          "SENTRYPEER_MAX_AGE", "SENTRYPEER_TLS_LISTEN_ADDRESS", "SENTRYPEER_JSON_LOG"}) {
-        unsetenv(name);
+    std::vector<std::string> set;
+    for (char** e = environ; *e != nullptr; ++e) {
+        std::string kv = *e;
+        if (kv.rfind("SENTRYPEER_", 0) == 0) {
+            set.push_back(kv.substr(0, kv.find('=')));
+        }
+    }
+    for (const auto& name : set) {
+        unsetenv(name.c_str());
     }
     for (const auto& [k, v] : env) {
         setenv(k.c_str(), v.c_str(), 1);
@@ -172,4 +180,258 @@ TEST(Config, HostPortParsing) {
     EXPECT_FALSE(parseHostPort("127.0.0.1:0"));
     EXPECT_FALSE(parseHostPort("example.com:5060"));
     EXPECT_FALSE(parseHostPort("[::1]5060"));
+}
+
+// ---- describe() round trip over the whole option table ------------------------------------
+
+namespace {
+
+Exit err(const std::variant<Config, Exit>& r) {
+    if (auto* e = std::get_if<Exit>(&r)) {
+        return *e;
+    }
+    ADD_FAILURE() << "parsed although it should not";
+    return Exit{0, ""};
+}
+
+// Values tried, in order, for an option until one parses and changes the Config. A new
+// option whose values are all refused fails SampleValueForEveryOption: add one here.
+const std::vector<std::string> kCandidates = {"7",
+                                              "3",
+                                              "404",
+                                              "1",
+                                              "12345",
+                                              "3h",
+                                              "90s",
+                                              "127.0.0.1:5999",
+                                              "[::1]:5998",
+                                              "sip:1@192.0.2.1",
+                                              "http://192.0.2.1:8080/hook",
+                                              "sample-text",
+                                              "/tmp/sp-sample/file",
+                                              "192.0.2.7:4333",
+                                              "2",
+                                              "0"};
+
+// Equal but for the config file's name (which -g sets).
+bool same(Config a, const Config& b) {
+    a.config_file = b.config_file;
+    return a == b;
+}
+
+struct Sample {
+    std::vector<std::string> args; // command line that sets the option
+    std::string value;
+};
+
+// The command line that gives `o` a non-default value, or nullopt.
+std::optional<Sample> sampleFor(const OptionInfo& o, const Config& defaults) {
+    static const std::string cert = tempFile("rt_cert.pem", "x");
+    static const std::string key = tempFile("rt_key.pem", "x");
+    std::vector<std::string> candidates = kCandidates;
+    if (o.is_flag) {
+        candidates = {"true", "false"};
+    } else if (o.secret) {
+        candidates = {"s3cret-Sample-Value"}; // found nowhere else in describe()'s text
+    } else if (o.flag == "--cert" || o.flag == "--key") {
+        candidates = {o.flag == "--cert" ? cert : key};
+    }
+    for (const auto& v : candidates) {
+        std::vector<std::string> args = {o.flag + "=" + v};
+        if (o.flag == "--cert") {
+            args.push_back("--key=" + key);
+        } else if (o.flag == "--key") {
+            args.push_back("--cert=" + cert);
+        }
+        auto r = run(args);
+        if (auto* c = std::get_if<Config>(&r); c != nullptr && !(*c == defaults)) {
+            return Sample{args, v};
+        }
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
+TEST(ConfigRoundTrip, TableHasTheSecretsAndEveryOptionIsDescribed) {
+    auto table = optionTable();
+    std::map<std::string, OptionInfo> by_flag;
+    for (const auto& o : table) {
+        by_flag.emplace(o.flag, o);
+    }
+    ASSERT_TRUE(by_flag.count("--api-token"));
+    EXPECT_TRUE(by_flag.at("--api-token").secret);
+    EXPECT_TRUE(by_flag.at("--oauth2-client-secret").secret);
+    EXPECT_FALSE(by_flag.at("--db-file").secret);
+    EXPECT_FALSE(by_flag.at("--p2p").configurable);
+    std::string text = describe(ok(run({})));
+    for (const auto& o : table) {
+        bool listed = text.find("\n" + o.key + " = ") != std::string::npos ||
+                      text.find("\n# " + o.key + " = ") != std::string::npos;
+        EXPECT_EQ(listed, o.configurable) << o.key << " in\n" << text;
+    }
+}
+
+TEST(ConfigRoundTrip, SampleValueForEveryOption) {
+    Config defaults = ok(run({}));
+    for (const auto& o : optionTable()) {
+        if (o.configurable) {
+            EXPECT_TRUE(sampleFor(o, defaults))
+                << o.flag << ": no value in kCandidates parses and changes the Config; add one";
+        }
+    }
+}
+
+// Each option alone: set it, describe(), read the text back with -g: the same Config.
+// Fails for an option that describe() leaves out or prints with a stale value.
+TEST(ConfigRoundTrip, EachOptionSurvivesDescribeAndReadBack) {
+    Config defaults = ok(run({}));
+    for (const auto& o : optionTable()) {
+        if (!o.configurable) {
+            continue;
+        }
+        auto sample = sampleFor(o, defaults);
+        if (!sample) {
+            continue; // reported by SampleValueForEveryOption
+        }
+        Config set = ok(run(sample->args));
+        std::string text = describe(set);
+        auto file = tempFile("rt.toml", text);
+        auto back = run({"-g", file});
+        ASSERT_TRUE(std::holds_alternative<Config>(back))
+            << o.flag << ": " << std::get<Exit>(back).message << "\n"
+            << text;
+        if (!o.secret) {
+            EXPECT_TRUE(same(std::get<Config>(back), set)) << o.flag << " lost in\n" << text;
+            continue;
+        }
+        // A secret: never in the text, not read back from it, only from its variable.
+        EXPECT_EQ(text.find(sample->value), std::string::npos) << text;
+        EXPECT_NE(text.find("# " + o.key + " = (set; not shown: use " + o.env + ")"),
+                  std::string::npos)
+            << text;
+        EXPECT_TRUE(same(std::get<Config>(back), defaults)) << o.flag;
+        ASSERT_FALSE(o.env.empty()) << o.flag << ": a secret needs a SENTRYPEER_* variable";
+        EXPECT_TRUE(same(ok(run({"-g", file}, {{o.env, sample->value}})), set)) << o.flag;
+    }
+}
+
+// Every option at once (the sample values do not conflict).
+TEST(ConfigRoundTrip, AllOptionsTogether) {
+    Config defaults = ok(run({}));
+    std::vector<std::string> args;
+    std::vector<std::pair<std::string, std::string>> env;
+    for (const auto& o : optionTable()) {
+        auto sample = o.configurable ? sampleFor(o, defaults) : std::nullopt;
+        if (sample && o.secret) {
+            env.emplace_back(o.env, sample->value);
+        } else if (sample && o.flag != "--key" && o.flag != "--no-tls" &&
+                   o.flag != "--sip-disable") {
+            args.insert(args.end(), sample->args.begin(), sample->args.end());
+        }
+    }
+    Config set = ok(run(args, env));
+    auto file = tempFile("rt_all.toml", describe(set));
+    EXPECT_TRUE(same(ok(run({"-g", file}, env)), set)) << describe(set);
+}
+
+TEST(ConfigRoundTrip, AwkwardStringsSurvive) {
+    Config set = ok(run({"--sip-server-header", "A \"quoted\" # not a comment, \\ back\tslash é",
+                         "--db-file", "/tmp/it's here.db", "--api-token", "tok\"en#1"}));
+    auto file = tempFile("rt_awkward.toml", describe(set));
+    Config back = ok(run({"-g", file}, {{"SENTRYPEER_API_TOKEN", "tok\"en#1"}}));
+    EXPECT_EQ(back.sip_server_header, set.sip_server_header);
+    EXPECT_EQ(back.db_file, set.db_file);
+    EXPECT_TRUE(same(back, set));
+}
+
+// ---- errors name where the value came from -----------------------------------------------
+
+TEST(ConfigErrors, NameTheVariableTheFlagOrTheFileKey) {
+    auto e = err(run({}, {{"SENTRYPEER_PEER_TO_PEER", "maybe"}}));
+    EXPECT_EQ(e.code, 2);
+    EXPECT_EQ(e.message.rfind("sentrypeer: SENTRYPEER_PEER_TO_PEER: 'maybe' is not a boolean", 0),
+              0u)
+        << e.message;
+    e = err(run({"--peer-to-peer=maybe"}));
+    EXPECT_EQ(e.message.rfind("sentrypeer: --peer-to-peer: 'maybe'", 0), 0u) << e.message;
+    auto file = tempFile("err.toml", "# comment\n\npeer_to_peer = \"maybe\"\n");
+    e = err(run({"-g", file}));
+    EXPECT_EQ(e.message, "sentrypeer: " + file +
+                             ":3: peer_to_peer: 'maybe' is not a boolean (use 1/true/yes/on or "
+                             "0/false/no/off)");
+    // The environment beats the file, so its variable is the one named.
+    e = err(run({"-g", file}, {{"SENTRYPEER_PEER_TO_PEER", "nope"}}));
+    EXPECT_NE(e.message.find("SENTRYPEER_PEER_TO_PEER: 'nope'"), std::string::npos) << e.message;
+    e = err(run({}, {{"SENTRYPEER_DHT_NETWORK", "-1"}}));
+    EXPECT_EQ(e.message.rfind("sentrypeer: SENTRYPEER_DHT_NETWORK: '-1'", 0), 0u) << e.message;
+}
+
+TEST(ConfigErrors, ConfigFileKeysAndSyntax) {
+    for (auto [content, expected] : std::vector<std::pair<std::string, std::string>>{
+             {"p2p = false\n", ":1: 'p2p' is a command-line option only"},
+             {"no_p2p = true\n", ":1: 'no_p2p' is a command-line option only"},
+             {"check_config = true\n", ":1: 'check_config' is a command-line option only"},
+             {"x = 1\np3p = false\n", ":1: unknown key 'x'"},
+             {"r = true\n", ":1: unknown key 'r'"},
+             {"[sip]\nresponsive = true\n", ":1: tables"},
+             {"db_file = \"a\"\ndb-file = \"b\"\n", ":2: 'db-file' is given twice"},
+             {"db_file = a.db\n", ":1: db_file: 'a.db' is not a value"},
+             {"db_file = \"a.db\n", ":1: db_file: unterminated string"},
+             {"db_file = \"a\" extra\n", ":1: db_file: unexpected text"},
+             {"sip_listen = [\"127.0.0.1:5060\",\n", ":2: sip_listen: unterminated array"},
+             {"sip_listen = []\n", ":1: sip_listen: empty array"},
+             {"this is not toml\n", ":1: expected 'key = value'"}}) {
+        auto file = tempFile("keys.toml", content);
+        auto e = err(run({"-g", file}));
+        EXPECT_EQ(e.code, 2) << content;
+        EXPECT_EQ(e.message.rfind("sentrypeer: " + file + expected, 0), 0u)
+            << content << " -> " << e.message;
+        EXPECT_EQ(e.message.find('\n'), std::string::npos) << e.message;
+    }
+}
+
+TEST(ConfigErrors, TomlValuesAndSentryPeerKeys) {
+    auto file = tempFile("values.toml", "# SentryPeer's keys and TOML forms\n"
+                                        "tls_listen_address = '127.0.0.1:6061' # literal\n"
+                                        "sip_listen = [\n  \"127.0.0.1:5070\", # one\n"
+                                        "  \"[::1]:5070\",\n]\n"
+                                        "dht_network = 4_294_967_295\r\n"
+                                        "sip_server_header = \"A\\u00e9\\tB\"\n"
+                                        "peer_to_peer = false\n");
+    auto c = ok(run({"-g", file}));
+    EXPECT_EQ(c.tls_listen->str(), "127.0.0.1:6061");
+    ASSERT_EQ(c.sip_listen.size(), 2u);
+    EXPECT_EQ(c.sip_listen[1].str(), "[::1]:5070");
+    EXPECT_EQ(c.dht_network, 4294967295u);
+    EXPECT_EQ(c.sip_server_header, "A\xc3\xa9\tB");
+    EXPECT_FALSE(c.p2p);
+}
+
+TEST(ConfigErrors, RangesAndPorts) {
+    for (auto args : std::vector<std::vector<std::string>>{
+             {"--dht-network", "-1"},
+             {"--dht-network", "4294967296"},
+             {"--dht-network", "18446744073709551616"},
+             {"--dht-port", "0"},
+             {"--dht-port", "65536"},
+             {"--bootstrap", "192.0.2.1:99999"},
+             {"--bootstrap", "192.0.2.1:0"},
+             {"--bootstrap", "host.example:"},
+             {"--bootstrap", "[2001:db8::1]:70000"},
+             {"--bootstrap", "2001:db8::1:99999x"},
+             {"--api-listen", "127.0.0.1:65536"},
+             {"--tls-listen", "127.0.0.1:0"},
+             {"--webhook-url", "http://192.0.2.1:99999/x"},
+             {"--oauth2-token-url", "https://[2001:db8::1]:0/token"}}) {
+        auto e = err(run(args));
+        EXPECT_EQ(e.code, 2) << args[0] << " " << args[1];
+        EXPECT_EQ(e.message.rfind("sentrypeer: " + args[0] + ": ", 0), 0u) << e.message;
+        EXPECT_EQ(e.message.find('\n'), std::string::npos) << e.message;
+    }
+    EXPECT_EQ(ok(run({"--dht-network", "4294967295"})).dht_network, 4294967295u);
+    for (const char* b : {"bootstrap.example.org", "bootstrap.example.org:4222", "192.0.2.1:1",
+                          "[2001:db8::1]:65535", "2001:db8::1"}) {
+        EXPECT_EQ(ok(run({"-b", b})).bootstrap.front(), b);
+    }
 }

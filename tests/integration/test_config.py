@@ -260,3 +260,110 @@ def test_unwritable_db_exits_naming_file(tmp_path):
                       f"127.0.0.1:{free_port()}", "--no-tls"])
     assert res.returncode != 0
     assert str(db) in res.stderr, res.stderr
+
+
+# ---- issue 8: errors name their source, unknown keys, ranges, --check-config round trip ------
+
+@pytest.mark.parametrize("var, value", [
+    ("SENTRYPEER_PEER_TO_PEER", "maybe"),
+    ("SENTRYPEER_DHT_NETWORK", "-1"),
+    ("SENTRYPEER_DHT_PORT", "99999"),
+])
+def test_env_error_names_the_variable_first(tmp_path, var, value):
+    """`sentrypeer: VAR: 'value' ...`: the variable is the thing named, not an empty name."""
+    res = run_binary(base_args(tmp_path), env={var: value})
+    assert_usage_error(res, var, value)
+    assert nonempty_lines(res.stderr)[0].startswith(f"sentrypeer: {var}: "), res.stderr
+
+
+def test_config_file_value_error_names_file_line_and_key(tmp_path):
+    cfg = tmp_path / "sp.toml"
+    cfg.write_text('# a comment\ndb_file = "x.db"\npeer_to_peer = "maybe"\n')
+    res = run_binary(base_args(tmp_path) + ["-g", cfg])
+    assert_usage_error(res, "maybe")
+    assert nonempty_lines(res.stderr)[0].startswith(f"sentrypeer: {cfg}:3: peer_to_peer: "), \
+        res.stderr
+
+
+@pytest.mark.parametrize("content, line, key", [
+    ("p2p = false\n", 1, "p2p"),
+    ("sip_responsive = true\nno_p2p = true\n", 2, "no_p2p"),
+    ("sip_responsiv = true\n", 1, "sip_responsiv"),
+    ("db_file = \"a.db\"\ndb-file = \"b.db\"\n", 2, "db-file"),
+])
+def test_unknown_or_cli_only_config_key_exits_2(tmp_path, content, line, key):
+    """Unknown keys (and command-line-only flags such as p2p) are refused, not ignored."""
+    cfg = tmp_path / "sp.toml"
+    cfg.write_text(content)
+    res = run_binary(base_args(tmp_path) + ["-g", cfg, "--check-config"])
+    assert_usage_error(res, f"{cfg}:{line}:", f"'{key}'")
+    assert res.stdout == "", "printed a configuration although the file is refused"
+
+
+def test_sentrypeer_config_keys_still_work(tmp_path):
+    cert = tmp_path / "c.pem"
+    key = tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    cfg = tmp_path / "sp.toml"
+    cfg.write_text(f'cert = "{cert}"\nkey = "{key}"\ntls_listen_address = "127.0.0.1:6061"\n'
+                   "peer_to_peer = false\n")
+    res = run_binary(base_args(tmp_path)[:-1] + ["-g", cfg, "--check-config"])
+    assert res.returncode == 0, res.stderr
+    assert f'\ncert = "{cert}"\n' in res.stdout and f'\nkey = "{key}"\n' in res.stdout
+    assert '\ntls_listen = "127.0.0.1:6061"\n' in res.stdout, res.stdout
+    assert "\npeer_to_peer = false\n" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--dht-network", "-1"], ["--dht-network", "-1"]),
+    (["--dht-network", "4294967296"], ["--dht-network", "4294967296"]),
+    (["-b", "192.0.2.1:99999"], ["--bootstrap", "192.0.2.1:99999"]),
+    (["-b", "[2001:db8::1]:0"], ["--bootstrap", "[2001:db8::1]:0"]),
+    (["--dht-port", "99999"], ["--dht-port", "99999"]),
+    (["--dht-port", "0"], ["--dht-port"]),
+    (["--api-listen", "127.0.0.1:65536"], ["--api-listen", "65536"]),
+    (["-w", "http://192.0.2.1:99999/hook"], ["--webhook-url", "99999"]),
+])
+def test_ranges_and_ports_rejected(tmp_path, args, names):
+    res = run_binary(base_args(tmp_path) + args + ["--check-config"])
+    assert_usage_error(res, *names)
+
+
+def test_dht_network_upper_bound_accepted(tmp_path):
+    res = run_binary(base_args(tmp_path) + ["--dht-network", "4294967295", "--check-config"])
+    assert res.returncode == 0, res.stderr
+    assert "\ndht_network = 4294967295\n" in res.stdout, res.stdout
+
+
+def test_check_config_round_trip_with_secret(tmp_path):
+    """--check-config output fed back with -g gives the same effective configuration; the
+    secret is never in it (neither the token nor a placeholder that would become one)."""
+    token = "tok-Zq81-secret"
+    client_secret = "cs-77-secret"
+    args = base_args(tmp_path) + ["-r", "--max-age", "90m", "--dht-network", "77",
+                                  "-b", "192.0.2.1:4333", "--sip-server-header", 'A "b" # c',
+                                  "-i", "client-1", "--check-config"]
+    env = {"SENTRYPEER_API_TOKEN": token, "SENTRYPEER_OAUTH2_CLIENT_SECRET": client_secret}
+    first = run_binary(args, env=env)
+    assert first.returncode == 0, first.stderr
+    out = first.stdout
+    assert token not in out and client_secret not in out, out
+    assert "<set>" not in out, out
+    assert "\n# api_token = (set; not shown: use SENTRYPEER_API_TOKEN)\n" in out, out
+    assert ("\n# oauth2_client_secret = (set; not shown: use SENTRYPEER_OAUTH2_CLIENT_SECRET)\n"
+            in out), out
+    for line in ('sip_responsive = true', 'max_age = "90m"', 'dht_network = 77',
+                 'bootstrap = ["192.0.2.1:4333"]', 'sip_server_header = "A \\"b\\" # c"'):
+        assert f"\n{line}\n" in out, f"{line!r} missing from\n{out}"
+    cfg = tmp_path / "effective.toml"
+    cfg.write_text(out)
+    # Read back with only -g (and the secrets' variables): the same configuration.
+    again = run_binary(["-g", cfg, "--check-config"], env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == out
+    # Without the variables the secrets are simply unset, never the placeholder text.
+    bare = run_binary(["-g", cfg, "--check-config"])
+    assert bare.returncode == 0, bare.stderr
+    assert "\n# api_token = (not set: use SENTRYPEER_API_TOKEN)\n" in bare.stdout, bare.stdout
+    assert bare.stdout.replace("(not set: use", "(set; not shown: use") == out
