@@ -410,6 +410,19 @@ void P2pNode::collect(core::MetricsWriter& w) const {
     w.sample(d.received.load());
     w.family("p2p_events_accepted_total", "counter", "Peer events accepted and stored");
     w.sample(d.accepted.load());
+    std::size_t buckets = 0;
+    std::uint64_t evicted = 0;
+    {
+        std::lock_guard lock(d.recv_mutex);
+        buckets = d.per_publisher.size();
+        evicted = d.per_publisher.evicted();
+    }
+    w.family("p2p_publisher_buckets", "gauge",
+             "Per-publisher rate buckets held (at most 10,000; least recently seen evicted)");
+    w.sample(std::uint64_t{buckets});
+    w.family("p2p_publisher_buckets_evicted_total", "counter",
+             "Per-publisher rate buckets evicted to make room for a new publisher");
+    w.sample(evicted);
     w.family("p2p_values_rejected_total", "counter", "Peer values rejected, by reason");
     for (std::size_t i = 0; i < kRejectReasons; ++i) {
         w.sample(d.rejected[i].load(), {{"reason", rejectName(static_cast<Reject>(i))}});

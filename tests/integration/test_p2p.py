@@ -719,6 +719,8 @@ def test_global_peer_budget_rejects_and_counts(make_daemon, opendht_peers):
     assert 10 <= accepted <= 10 + int(elapsed) + 1, (accepted, elapsed, st)
     assert s.rejected_metric("global_rate") == 20 - accepted
     assert s.rejected_metric("publisher_rate") == 0
+    assert re.search(r"^sentrypeer_p2p_publisher_buckets 20$", s.metrics(), re.M)
+    assert re.search(r"^sentrypeer_p2p_publisher_buckets_evicted_total 0$", s.metrics(), re.M)
     time.sleep(0.5)
     stored = [r for r in s.d.rows() if r["origin"] == "peer"]
     assert len(stored) == accepted, (len(stored), accepted)
