@@ -12,6 +12,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "core/text.hpp"
+
 namespace sp::block {
 
 namespace {
@@ -83,9 +85,9 @@ struct KeyHash {
 
 Key toKey(const Bytes& a) {
     Key k;
-    for (int i = 0; i < 8; ++i) {
-        k.hi = (k.hi << 8) | a[static_cast<std::size_t>(i)];
-        k.lo = (k.lo << 8) | a[static_cast<std::size_t>(i + 8)];
+    for (std::size_t i = 0; i < 8; ++i) {
+        k.hi = (k.hi << 8) | a[i];
+        k.lo = (k.lo << 8) | a[i + 8];
     }
     return k;
 }
@@ -192,7 +194,8 @@ std::shared_ptr<const Policy::Lists> Policy::build() const {
     for (const auto& a : o_.extra_own_addresses) {
         auto p = parseCidr(a, &why);
         if (!p) {
-            throw std::runtime_error("own address '" + a + "' is not an address: " + why);
+            throw std::runtime_error(
+                std::string("own address '").append(a).append("' is not an address: ").append(why));
         }
         l->add(*p);
         ++l->own;
@@ -223,13 +226,14 @@ std::shared_ptr<const Policy::Lists> Policy::build() const {
             freeifaddrs(ifs);
         } else {
             spdlog::warn("block policy: cannot list the interface addresses: {}",
-                         std::strerror(errno));
+                         core::errnoMessage(errno));
         }
     }
     for (const auto& a : o_.allow) {
         auto p = parseCidr(a, &why);
         if (!p) {
-            throw std::runtime_error("--allow: '" + a + "' is not a CIDR: " + why);
+            throw std::runtime_error(
+                std::string("--allow: '").append(a).append("' is not a CIDR: ").append(why));
         }
         l->add(*p);
         ++l->allow;
@@ -238,7 +242,7 @@ std::shared_ptr<const Policy::Lists> Policy::build() const {
         std::ifstream in(o_.allow_file);
         if (!in) {
             throw std::runtime_error("--allow-file " + o_.allow_file +
-                                     ": cannot read: " + std::strerror(errno));
+                                     ": cannot read: " + core::errnoMessage(errno));
         }
         std::string line;
         for (unsigned n = 1; std::getline(in, line); ++n) {

@@ -2,7 +2,6 @@
 
 #include <cerrno>
 #include <condition_variable>
-#include <cstring>
 #include <deque>
 #include <fcntl.h>
 #include <filesystem>
@@ -19,6 +18,7 @@
 
 #include "core/json.hpp"
 #include "core/rate_limit.hpp"
+#include "core/text.hpp"
 #include "p2p/identity.hpp"
 #include "p2p/publisher_limit.hpp"
 
@@ -43,7 +43,8 @@ void writePrivate(const fs::path& path, const dht::Blob& data, mode_t mode) {
     ::unlink(tmp.c_str()); // a leftover of a crash; O_EXCL below refuses anything in the way
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) {
-        throw std::runtime_error("cannot create " + tmp.string() + ": " + std::strerror(errno));
+        throw std::runtime_error("cannot create " + tmp.string() + ": " +
+                                 core::errnoMessage(errno));
     }
     ::fchmod(fd, mode); // the umask may have taken bits; it can only have removed some
     std::size_t done = 0;
@@ -56,13 +57,14 @@ void writePrivate(const fs::path& path, const dht::Blob& data, mode_t mode) {
             int err = errno;
             ::close(fd);
             ::unlink(tmp.c_str());
-            throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(err));
+            throw std::runtime_error("cannot write " + tmp.string() + ": " +
+                                     core::errnoMessage(err));
         }
         done += static_cast<std::size_t>(n);
     }
     if (::fsync(fd) != 0 || ::close(fd) != 0) {
         ::unlink(tmp.c_str());
-        throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(errno));
+        throw std::runtime_error("cannot write " + tmp.string() + ": " + core::errnoMessage(errno));
     }
     std::error_code ec;
     fs::rename(tmp, path, ec);
@@ -81,7 +83,7 @@ void fixKeyMode(const fs::path& key) {
     if (::chmod(key.c_str(), S_IRUSR | S_IWUSR) != 0) {
         throw std::runtime_error(
             "the DHT identity key " + key.string() +
-            " is readable by others and cannot be made private: " + std::strerror(errno));
+            " is readable by others and cannot be made private: " + core::errnoMessage(errno));
     }
     spdlog::warn("p2p: the DHT identity key {} was readable by others (mode {:o}); made it 0600",
                  key.string(), st.st_mode & 0777);
