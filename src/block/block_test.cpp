@@ -64,6 +64,29 @@ TEST(Block, NotAnAddressIsNeverBlocked) {
         EXPECT_TRUE(p.neverBlock(ip)) << ip;
         EXPECT_FALSE(p.shouldBlock(ip, local(5))) << ip;
     }
+    using namespace std::string_view_literals;
+    EXPECT_FALSE(parseAddress("192.0.2.1\0junk"sv));
+    EXPECT_TRUE(p.neverBlock("192.0.2.1\0junk"sv));
+    EXPECT_FALSE(parseAddress(std::string(100, '1')));
+}
+
+TEST(Block, WideAllowPrefixesMatchBothKinds) {
+    auto o = bare();
+    o.allow = {"::/1"}; // covers ::ffff:0:0/96 (all IPv4) and 2001:db8::/32
+    Policy p(o);
+    EXPECT_TRUE(p.neverBlock("192.0.2.1"));
+    EXPECT_TRUE(p.neverBlock("2001:db8::1"));
+    EXPECT_FALSE(p.neverBlock("8000::1"));
+    o.allow = {"::ffff:192.0.2.0/120"}; // IPv4 written as mapped IPv6
+    Policy q(o);
+    EXPECT_TRUE(q.neverBlock("192.0.2.77"));
+    EXPECT_TRUE(q.neverBlock("::ffff:192.0.2.77"));
+    EXPECT_FALSE(q.neverBlock("192.0.3.1"));
+    o.allow = {"::fffe:0:0/95"}; // half IPv4-mapped space, half not
+    Policy r(o);
+    EXPECT_TRUE(r.neverBlock("203.0.113.1"));
+    EXPECT_TRUE(r.neverBlock("::fffe:0:1"));
+    EXPECT_FALSE(r.neverBlock("::1:0:0:1"));
 }
 
 TEST(Block, OwnAddresses) {

@@ -83,6 +83,8 @@ struct KeyHash {
     }
 };
 
+constexpr Key kMappedBase{0, 0xffff00000000ULL}; // ::ffff:0:0, the IPv4-mapped prefix
+
 Key toKey(const Bytes& a) {
     Key k;
     for (std::size_t i = 0; i < 8; ++i) {
@@ -96,20 +98,23 @@ Key toKey(const Bytes& a) {
 
 std::optional<Bytes> parseAddress(std::string_view text) {
     text = trim(text);
-    if (text.empty() || text.size() >= INET6_ADDRSTRLEN) {
+    if (text.empty() || text.size() >= INET6_ADDRSTRLEN ||
+        text.find('\0') != std::string_view::npos) {
         return std::nullopt;
     }
-    std::string s(text);
+    char s[INET6_ADDRSTRLEN];
+    std::memcpy(s, text.data(), text.size());
+    s[text.size()] = '\0';
     Bytes out{};
-    if (s.find(':') != std::string::npos) {
-        if (inet_pton(AF_INET6, s.c_str(), out.data()) != 1) {
+    if (text.find(':') != std::string_view::npos) {
+        if (inet_pton(AF_INET6, s, out.data()) != 1) {
             return std::nullopt;
         }
         return out;
     }
     out[10] = 0xff;
     out[11] = 0xff;
-    if (inet_pton(AF_INET, s.c_str(), out.data() + 12) != 1) {
+    if (inet_pton(AF_INET, s, out.data() + 12) != 1) {
         return std::nullopt;
     }
     return out;
@@ -156,23 +161,51 @@ std::optional<Prefix> parseCidr(std::string_view text, std::string* error) {
 
 // Prefixes grouped by length: a lookup masks the address once per distinct length and asks
 // one hash set, so the cost does not grow with the number of entries.
+// Prefixes grouped by length: a lookup masks the address once per distinct length (two
+// ANDs) and asks one hash set, so the cost does not grow with the number of entries. Groups
+// that cannot hold an address of the looked-up kind (IPv4-mapped or not) are skipped.
 struct Policy::Lists {
-    std::vector<std::pair<unsigned, std::unordered_set<Key, KeyHash>>> by_len;
+    struct Group {
+        unsigned len = 0;
+        Key mask;
+        bool v4 = false; // holds a prefix that overlaps ::ffff:0:0/96
+        bool v6 = false; // holds a prefix that overlaps the rest
+        std::unordered_set<Key, KeyHash> keys;
+    };
+    std::vector<Group> groups;
     std::size_t builtin = 0, own = 0, allow = 0;
 
+    static Key maskOf(unsigned len) {
+        Key m;
+        m.hi = len >= 64 ? ~0ULL : (len == 0 ? 0 : ~0ULL << (64 - len));
+        m.lo = len >= 128 ? ~0ULL : (len <= 64 ? 0 : ~0ULL << (128 - len));
+        return m;
+    }
+    static Key apply(const Key& k, const Key& m) { return Key{k.hi & m.hi, k.lo & m.lo}; }
+
     void add(const Prefix& p) {
-        auto it = std::find_if(by_len.begin(), by_len.end(),
-                               [&](const auto& e) { return e.first == p.len; });
-        if (it == by_len.end()) {
-            by_len.emplace_back(p.len, std::unordered_set<Key, KeyHash>{});
-            it = std::prev(by_len.end());
+        auto it = std::find_if(groups.begin(), groups.end(),
+                               [&](const Group& g) { return g.len == p.len; });
+        if (it == groups.end()) {
+            Group g;
+            g.len = p.len;
+            g.mask = maskOf(p.len);
+            groups.push_back(std::move(g));
+            it = std::prev(groups.end());
         }
-        it->second.insert(toKey(p.addr));
+        Key k = toKey(p.addr);
+        Key m96 = maskOf(std::min(p.len, 96U));
+        bool overlaps_v4 = apply(kMappedBase, m96) == apply(k, m96);
+        it->v4 = it->v4 || overlaps_v4;
+        it->v6 = it->v6 || !(overlaps_v4 && p.len >= 96);
+        it->keys.insert(k);
     }
 
     bool contains(const Bytes& a) const {
-        for (const auto& [len, keys] : by_len) {
-            if (keys.contains(toKey(masked(a, len)))) {
+        Key k = toKey(a);
+        bool mapped = isMappedV4(a);
+        for (const auto& g : groups) {
+            if ((mapped ? g.v4 : g.v6) && g.keys.contains(apply(k, g.mask))) {
                 return true;
             }
         }
@@ -264,10 +297,9 @@ std::shared_ptr<const Policy::Lists> Policy::build() const {
             throw std::runtime_error("--allow-file " + o_.allow_file + ": read error");
         }
     }
-    // Longest lists first is no better than any order; shortest prefixes first lets the
-    // common built-in hits (loopback /8) answer early.
-    std::sort(l->by_len.begin(), l->by_len.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
+    // Any order gives the same answer; shortest prefixes first.
+    std::sort(l->groups.begin(), l->groups.end(),
+              [](const auto& a, const auto& b) { return a.len < b.len; });
     return l;
 }
 
