@@ -109,3 +109,22 @@ def test_allow_list_sources_and_sighup_reload(make_daemon, tmp_path):
         f"block policy: reload failed, keeping the previous lists: --allow-file {allow} line 2: "
         "'not-a-cidr' is not a CIDR: not an IPv4 or IPv6 address"), d.stderr
     assert d.alive()
+
+
+def test_allow_as_toml_list_and_env(make_daemon, tmp_path):
+    conf = tmp_path / "sp.toml"
+    conf.write_text('allow = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.1"]\n'
+                    'peer_min_reporters = 0\nblock_after = 3\n')
+    api = free_port(udp=False)
+    d = make_daemon(args=["-g", conf, "-a", "--api-listen", f"127.0.0.1:{api}"])
+    assert metric(metrics(api), ALLOW) == 3
+    d.stop()
+    api = free_port(udp=False)
+    make_daemon(args=["-a", "--api-listen", f"127.0.0.1:{api}"],
+                env={"SENTRYPEER_ALLOW": "192.0.2.0/24,198.51.100.1"})
+    assert metric(metrics(api), ALLOW) == 2
+    conf.write_text('allow = ["192.0.2.0/24", "192.0.2.1/24"]\n')
+    res = run_binary(["-g", conf, "-f", tmp_path / "x.db", "--no-p2p"])
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == ("sentrypeer: --allow: '192.0.2.1/24' is not a CIDR or an "
+                                  "address: host bits are set (the network is 192.0.2.0/24)")
