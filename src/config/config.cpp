@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "config/toml.hpp"
+#include "block/policy.hpp"
 #include "core/text.hpp"
 #include "core/version.hpp"
 
@@ -164,6 +165,14 @@ std::string checkBootstrap(const std::string& b) {
     }
     if (colon == 0 || !validPort(b.substr(colon + 1))) {
         return bad;
+    }
+    return {};
+}
+
+std::string checkCidr(const std::string& v) {
+    std::string why;
+    if (!block::parseCidr(v, &why)) {
+        return "'" + v + "' is not a CIDR or an address: " + why;
     }
     return {};
 }
@@ -544,6 +553,25 @@ void buildOptions(Table& app, Config& c, Raw& raw) {
         ->check(unsignedUpTo(0xFFFFFFFFULL, "a DHT network id"));
     addFlag(app, "--dht-no-rate-limit", c.dht_no_rate_limit, "SENTRYPEER_DHT_NO_RATE_LIMIT",
             "Lift OpenDHT's per-IP rate limit (private networks, tests on loopback)");
+    addOption(app, "--p2p-max-peer-rate", c.p2p_max_peer_rate, "SENTRYPEER_P2P_MAX_PEER_RATE",
+              "Peer events accepted per second from all publishers together (burst: 10 s "
+              "worth); the rest are counted and dropped")
+        ->check(CLI::Range(1.0, 1000000.0));
+    // Blocking policy
+    addOption(app, "--peer-min-reporters", c.peer_min_reporters, "SENTRYPEER_PEER_MIN_REPORTERS",
+              "Blocking outputs count peer events for an address only once this many distinct "
+              "peers reported it; 0: peer data alone never blocks")
+        ->check(CLI::Range(0, 1000000));
+    addOption(app, "--block-after", c.block_after, "SENTRYPEER_BLOCK_AFTER",
+              "Events an address needs before blocking outputs list it")
+        ->check(CLI::Range(1, 1000000000));
+    addOption(app, "--allow", c.allow, "SENTRYPEER_ALLOW",
+              "Never block this CIDR or address (your trunks, resolvers), repeatable; "
+              "environment: comma-separated")
+        ->check(checkCidr)
+        ->delimiter(',');
+    addOption(app, "--allow-file", c.allow_file, "SENTRYPEER_ALLOW_FILE",
+              "Never block the CIDRs in this file (one per line, # comments); re-read on SIGHUP");
     // Operations
     addFlag(app, "-v,--verbose", c.verbose, "SENTRYPEER_VERBOSE", "Verbose logging");
     addFlag(app, "-d,--debug", c.debug, "SENTRYPEER_DEBUG", "Debug logging");

@@ -72,6 +72,13 @@ struct Config {
     std::uint16_t dht_port = 4222;
     std::uint64_t dht_network = 0;
     bool dht_no_rate_limit = false;
+    double p2p_max_peer_rate = 1000; // peer events accepted per second, all publishers together
+
+    // Blocking policy (block::Policy, shared by every blocking output)
+    unsigned peer_min_reporters = 2; // distinct reporters before peer events count; 0: never
+    std::uint64_t block_after = 1;   // counted events before an address is blocked
+    std::vector<std::string> allow;  // never-block CIDRs (or single addresses)
+    std::string allow_file;          // one CIDR per line, reloaded on SIGHUP; empty: none
 
     // Operations
     bool verbose = false;

@@ -211,6 +211,7 @@ const std::vector<std::string> kCandidates = {"7",
                                               "/tmp/sp-sample/file",
                                               "192.0.2.7:4333",
                                               "2",
+                                              "198.51.100.0/24",
                                               "0"};
 
 // Equal but for the config file's name (which -g sets).

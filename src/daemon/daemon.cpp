@@ -15,6 +15,7 @@
 
 #include "api/routes.hpp"
 #include "api/server.hpp"
+#include "block/policy.hpp"
 #include "bus/event_bus.hpp"
 #include "core/clock.hpp"
 #include "core/ids.hpp"
@@ -101,6 +102,9 @@ struct Runtime {
     core::MetricsRegistry metrics;
     bus::EventBus bus;
     std::shared_ptr<store::Store> store;
+    // The blocking policy every blocking output shares (built before the listeners; its
+    // allow file is re-read on SIGHUP).
+    std::shared_ptr<block::Policy> policy;
     std::shared_ptr<sinks::Webhook> webhook;
     std::unique_ptr<listen::Ingest> ingest;
     std::unique_ptr<listen::ConnectionLimits> limits;
@@ -224,6 +228,7 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
     o.data_dir = c.dataDir();
     o.no_rate_limit = c.dht_no_rate_limit;
     o.node_id = node_id;
+    o.max_peer_rate = c.p2p_max_peer_rate;
     rt.p2p = std::make_shared<p2p::P2pNode>(
         o, rt.clock, [&bus = rt.bus](const core::EventPtr& e) { bus.publish(e); });
     rt.bus.addSink(rt.p2p, {.name = "p2p",
@@ -252,6 +257,25 @@ void startApi(const config::Config& c, Runtime& rt) {
                                            *rt.routes, c.threads);
     auto ep = rt.api->localEndpoint();
     rt.listening.push_back("API http://" + c.api_listen.host + ":" + std::to_string(ep.port()));
+}
+
+// The never-block list also holds the daemon's own listen addresses (beside the interface
+// addresses the policy finds itself). Throws std::runtime_error naming the entry or file.
+void buildPolicy(const config::Config& c, Runtime& rt) {
+    block::PolicyOptions o;
+    o.peer_min_reporters = c.peer_min_reporters;
+    o.block_after = c.block_after;
+    o.allow = c.allow;
+    o.allow_file = c.allow_file;
+    for (const auto& hp : c.sip_listen) {
+        o.extra_own_addresses.push_back(hp.host);
+    }
+    if (c.tls_listen) {
+        o.extra_own_addresses.push_back(c.tls_listen->host);
+    }
+    o.extra_own_addresses.push_back(c.api_listen.host);
+    rt.policy = std::make_shared<block::Policy>(std::move(o));
+    rt.metrics.add([p = rt.policy](core::MetricsWriter& w) { p->collect(w); });
 }
 
 // One collector per module: modules stay unaware of each other and of /metrics.
@@ -340,6 +364,7 @@ int run(const config::Config& c) {
                                 .max_index_bytes = c.max_index_memory_mib * 1024 * 1024,
                                 .load_index = false},
             rt.clock);
+        buildPolicy(c, rt);
         addSinks(c, rt);
         if (!c.sip_disable) {
             startListeners(c, rt, node_id);
@@ -385,9 +410,10 @@ int run(const config::Config& c) {
             const char* name = signo == SIGTERM ? "SIGTERM" : (signo == SIGINT ? "SIGINT" : "");
             if (signo == SIGHUP) {
                 if (hup_log.allow(rt.clock.now())) {
-                    spdlog::info("SIGHUP: reopening log files");
+                    spdlog::info("SIGHUP: reopening log files, re-reading the allow file");
                 }
                 rt.bus.reopen();
+                rt.policy->reload(); // logs one line either way; keeps the old list on error
             } else if (++stop_signals == 1) {
                 spdlog::info("{}: shutting down (send it again to exit at once)", name);
                 std::lock_guard lock(mutex);

@@ -12,8 +12,9 @@ namespace sp::p2p {
 
 const char* rejectName(Reject r) {
     static constexpr std::array<const char*, kRejectReasons> kNames = {
-        "too_large", "not_json", "not_object",    "missing_field", "not_string", "bad_uuid",
-        "own_event", "bad_ip",   "bad_timestamp", "bad_field",     "duplicate",  "rate_limited"};
+        "too_large", "not_json",       "not_object", "missing_field", "not_string",
+        "bad_uuid",  "own_event",      "bad_ip",     "bad_timestamp", "bad_field",
+        "duplicate", "publisher_rate", "global_rate"};
     auto i = static_cast<std::size_t>(r);
     return i < kNames.size() ? kNames[i] : "unknown";
 }

@@ -36,7 +36,8 @@ enum class Reject : std::uint8_t {
     BadTimestamp,
     BadField, // length, charset or enumeration of a field
     Duplicate,
-    RateLimited,
+    PublisherRate, // over the per-publisher rate (created_by_node_id)
+    GlobalRate,    // over the budget of peer events per second, all publishers together
     Count_,
 };
 inline constexpr std::size_t kRejectReasons = static_cast<std::size_t>(Reject::Count_);

@@ -1,7 +1,9 @@
 #include "p2p/node.hpp"
 
+#include <cerrno>
 #include <condition_variable>
 #include <deque>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -9,11 +11,16 @@
 #include <opendht/crypto.h>
 #include <opendht/dhtrunner.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "core/json.hpp"
 #include "core/rate_limit.hpp"
+#include "core/text.hpp"
+#include "p2p/identity.hpp"
+#include "p2p/publisher_limit.hpp"
 
 namespace sp::p2p {
 
@@ -21,21 +28,78 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::size_t kSeenUuids = 200000;    // dedupe memory for received events
-constexpr std::size_t kMaxPublishers = 10000; // per-publisher rate limiters kept
+constexpr std::size_t kSeenUuids = 200000; // dedupe memory for received events
 
 dht::Blob readFile(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     return dht::Blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// Writes `data` to `path` through a fresh file created with `mode` (never readable by
+// others, not even for a moment), then renames it over `path`. Throws naming the file.
+void writePrivate(const fs::path& path, const dht::Blob& data, mode_t mode) {
+    fs::path tmp = path;
+    tmp += ".tmp";
+    ::unlink(tmp.c_str()); // a leftover of a crash; O_EXCL below refuses anything in the way
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0) {
+        throw std::runtime_error("cannot create " + tmp.string() + ": " +
+                                 core::errnoMessage(errno));
+    }
+    ::fchmod(fd, mode); // the umask may have taken bits; it can only have removed some
+    std::size_t done = 0;
+    while (done < data.size()) {
+        auto n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            int err = errno;
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            throw std::runtime_error("cannot write " + tmp.string() + ": " +
+                                     core::errnoMessage(err));
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd) != 0 || ::close(fd) != 0) {
+        ::unlink(tmp.c_str());
+        throw std::runtime_error("cannot write " + tmp.string() + ": " + core::errnoMessage(errno));
+    }
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    if (ec) {
+        ::unlink(tmp.c_str());
+        throw std::runtime_error("cannot write " + path.string() + ": " + ec.message());
+    }
+}
+
+// A private key that group or others can read is made 0600 (it may have leaked: say so).
+void fixKeyMode(const fs::path& key) {
+    struct stat st {};
+    if (::stat(key.c_str(), &st) != 0 || (st.st_mode & 077) == 0) {
+        return;
+    }
+    if (::chmod(key.c_str(), S_IRUSR | S_IWUSR) != 0) {
+        throw std::runtime_error(
+            "the DHT identity key " + key.string() +
+            " is readable by others and cannot be made private: " + core::errnoMessage(errno));
+    }
+    spdlog::warn("p2p: the DHT identity key {} was readable by others (mode {:o}); made it 0600",
+                 key.string(), st.st_mode & 0777);
+}
+
+} // namespace
+
 // The node's OpenDHT identity (EC key + self-signed certificate), created on first start.
+// The key file is created 0600; the certificate is public.
 dht::crypto::Identity loadOrCreateIdentity(const fs::path& base) {
     fs::path key = base;
     key += ".pem";
     fs::path crt = base;
     crt += ".crt";
     if (fs::exists(key) && fs::exists(crt)) {
+        fixKeyMode(key);
         try {
             return {std::make_shared<dht::crypto::PrivateKey>(readFile(key)),
                     std::make_shared<dht::crypto::Certificate>(readFile(crt))};
@@ -46,13 +110,15 @@ dht::crypto::Identity loadOrCreateIdentity(const fs::path& base) {
     }
     auto id = dht::crypto::generateEcIdentity("sentrypeer");
     try {
-        dht::crypto::saveIdentity(id, base.string());
-        fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+        writePrivate(key, id.first->serialize(), S_IRUSR | S_IWUSR);
+        writePrivate(crt, id.second->getPacked(), S_IRUSR | S_IWUSR | S_IRGRP | S_IROTH);
     } catch (const std::exception& e) {
-        throw std::runtime_error("cannot save the DHT identity " + key.string() + ": " + e.what());
+        throw std::runtime_error("cannot save the DHT identity: " + std::string(e.what()));
     }
     return id;
 }
+
+namespace {
 
 // "host", "host:port", "[v6]:port", "v6" -> host, port (default 4222).
 std::pair<std::string, std::string> splitHostPort(const std::string& s) {
@@ -93,7 +159,8 @@ struct P2pNode::Impl {
     std::mutex recv_mutex;
     std::unordered_set<std::string> seen;
     std::deque<std::string> seen_order;
-    std::unordered_map<std::string, core::TokenBucket> per_publisher;
+    PublisherLimit per_publisher;
+    core::TokenBucket global_rate;
 
     std::atomic<std::uint64_t> sent{0}, put_failed{0}, deduped{0}, rate_limited{0}, received{0},
         accepted{0};
@@ -101,7 +168,9 @@ struct P2pNode::Impl {
 
     Impl(P2pOptions options, const core::Clock& c, Publish p)
         : o(std::move(options)), clock(c), publish(std::move(p)),
-          put_rate(o.publish_rate, o.publish_rate * 10) {}
+          put_rate(o.publish_rate, o.publish_rate * 10),
+          per_publisher(o.peer_rate, o.peer_rate * 10, o.max_publishers),
+          global_rate(o.max_peer_rate, o.max_peer_rate * 10) {}
 
     void onValue(const dht::Value& v) {
         received.fetch_add(1, std::memory_order_relaxed);
@@ -118,13 +187,13 @@ struct P2pNode::Impl {
                     seen.erase(seen_order.front());
                     seen_order.pop_front();
                 }
-                if (per_publisher.size() > kMaxPublishers) {
-                    per_publisher.clear();
-                }
-                auto [it, _] = per_publisher.try_emplace(d.event->created_by_node_id, o.peer_rate,
-                                                         o.peer_rate * 10);
-                if (!it->second.allow(clock.now())) {
-                    d.reason = Reject::RateLimited;
+                // Per publisher first, so one flooding id does not spend the global budget.
+                auto now = clock.now();
+                if (!per_publisher.allow(d.event->created_by_node_id, now)) {
+                    d.reason = Reject::PublisherRate;
+                    d.event.reset();
+                } else if (!global_rate.allow(now)) {
+                    d.reason = Reject::GlobalRate;
                     d.event.reset();
                 }
             }
@@ -343,6 +412,19 @@ void P2pNode::collect(core::MetricsWriter& w) const {
     w.sample(d.received.load());
     w.family("p2p_events_accepted_total", "counter", "Peer events accepted and stored");
     w.sample(d.accepted.load());
+    std::size_t buckets = 0;
+    std::uint64_t evicted = 0;
+    {
+        std::lock_guard lock(d.recv_mutex);
+        buckets = d.per_publisher.size();
+        evicted = d.per_publisher.evicted();
+    }
+    w.family("p2p_publisher_buckets", "gauge",
+             "Per-publisher rate buckets held (at most 10,000; least recently seen evicted)");
+    w.sample(std::uint64_t{buckets});
+    w.family("p2p_publisher_buckets_evicted_total", "counter",
+             "Per-publisher rate buckets evicted to make room for a new publisher");
+    w.sample(evicted);
     w.family("p2p_values_rejected_total", "counter", "Peer values rejected, by reason");
     for (std::size_t i = 0; i < kRejectReasons; ++i) {
         w.sample(d.rejected[i].load(), {{"reason", rejectName(static_cast<Reject>(i))}});

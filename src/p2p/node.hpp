@@ -36,7 +36,9 @@ struct P2pOptions {
     std::size_t max_in_flight = 200;
     double publish_rate = 5; // puts per second (burst 10 s worth): <= 3,000 per 10 minutes
     std::chrono::seconds dedupe_window{600};
-    double peer_rate = 50; // accepted values per second per publisher
+    double peer_rate = 50; // accepted values per second per publisher (burst 10 s worth)
+    std::size_t max_publishers = 10000; // per-publisher buckets kept (LRU, one evicted at a time)
+    double max_peer_rate = 1000; // accepted values per second, all publishers (burst 10 s worth)
 };
 
 class P2pNode : public bus::Sink {
@@ -47,7 +49,8 @@ public:
     P2pNode(P2pOptions options, const core::Clock& clock, Publish publish);
     ~P2pNode() override;
 
-    // Loads or creates the identity, binds the DHT port, bootstraps, listens on the key.
+    // Loads or creates the identity (the key file is created 0600; an existing key readable
+    // by others is made 0600, with a warning), binds the DHT port, bootstraps, listens on the key.
     // Throws std::runtime_error naming the port or file.
     void start();
     // Leaves the network (saves the routing table). Idempotent.

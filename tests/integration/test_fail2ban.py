@@ -50,7 +50,8 @@ def test_filter_extracts_the_prober_address(tmp_path):
 
 
 def f2b_confdir(tmp_path, logpath, ignoreip="127.0.0.1/8 ::1"):
-    """A copy of /etc/fail2ban with only our jail, logpath/ignoreip overridden."""
+    """A copy of /etc/fail2ban with only our jail, logpath (and ignoreip unless None)
+    overridden."""
     if not os.path.isdir("/etc/fail2ban/action.d"):
         pytest.skip("/etc/fail2ban not installed (Debian package fail2ban)")
     conf = tmp_path / "f2b"
@@ -60,26 +61,41 @@ def f2b_confdir(tmp_path, logpath, ignoreip="127.0.0.1/8 ::1"):
     shutil.copy(JAIL, conf / "jail.d" / "sentrypeer.conf")
     shutil.copy(FILTER, conf / "filter.d" / "sentrypeer.conf")
     (conf / "jail.local").write_text(
-        f"[sentrypeer]\nlogpath = {logpath}\nignoreip = {ignoreip}\n")
+        f"[sentrypeer]\nlogpath = {logpath}\n"
+        + (f"ignoreip = {ignoreip}\n" if ignoreip is not None else ""))
     (conf / "fail2ban.local").write_text(
         f"[Definition]\ndbfile = :memory:\nlogtarget = {tmp_path / 'fail2ban.log'}\n"
         f"socket = {tmp_path / 'f2b.sock'}\npidfile = {tmp_path / 'f2b.pid'}\n")
     return conf
 
 
-def test_jail_resolves_to_nftables_drop_all_protocols(tmp_path):
+MAXRETRY = 5  # the jail's documented threshold (lines from one address within findtime)
+
+
+def test_jail_resolves_to_sip_ports_only_after_threshold(tmp_path):
+    """The shipped jail as fail2ban resolves it: 5 lines in 10 minutes ban for a day, with
+    two nftables actions that drop UDP 5060 and TCP 5060/5061 only (no ICMP, no other port),
+    and the default ignoreip is loopback."""
     client = require_tool("fail2ban-client", "fail2ban")
     log = tmp_path / "syslog"
     log.write_text("")
-    conf = f2b_confdir(tmp_path, log)
+    conf = f2b_confdir(tmp_path, log, ignoreip=None)
     res = run_tool([client, "-c", conf, "-d"], timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "['add', 'sentrypeer'," in out, out
-    assert "'addaction', 'nftables-allports'" in out, out
-    assert "['maxretry', 1]" in out or "'maxretry', 1]" in out, out
-    assert r"meta l4proto \\{ udp, tcp, icmp \\}" in out, "action does not cover UDP/TCP/ICMP"
-    assert re.search(r"saddr @<addr_set> drop", out), "blocktype is not drop"
+    assert f"['set', 'sentrypeer', 'maxretry', {MAXRETRY}]" in out, out
+    assert "['set', 'sentrypeer', 'findtime', '10m']" in out, out
+    assert "['set', 'sentrypeer', 'bantime', '1d']" in out, out
+    assert "['set', 'sentrypeer', 'addignoreip', '127.0.0.1/8', '::1']" in out, out
+    actions = re.findall(r"\['set', 'sentrypeer', 'addaction', '([^']+)'\]", out)
+    assert actions == ["nft-sip-udp", "nft-sip-tcp"], actions
+    # What each action's rule matches: the protocol loop and the port set.
+    rules = re.findall(r"for proto in \$\(echo '([^']*)'.*?dport \\\\\{ \$\(echo '([^']*)'"
+                       r".*?saddr @<addr_set> (\w+)", out)
+    assert sorted(set(rules)) == [("tcp", "5060,5061", "drop"), ("udp", "5060", "drop")], rules
+    assert "icmp" not in out.lower(), "the jail must not touch ICMP/ICMPv6"
+    assert "l4proto" not in out, "an allports action is configured"
     assert "SYSLOG_IDENTIFIER=sentrypeer" in out
 
 
@@ -114,33 +130,50 @@ class NetNs:
 
 
 REACH = r"""
-import socket, sys, time
-port = int(sys.argv[1])
-srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind(("127.0.0.1", port))
-srv.settimeout(1.0)
-got = set()
-for src in sys.argv[2:]:
-    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.bind((src, 0))
-    c.sendto(src.encode(), ("127.0.0.1", port)); c.close()
-    try:
-        got.add(srv.recv(100).decode())
-    except socket.timeout:
-        pass
-tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-tcp.bind(("127.0.0.1", port)); tcp.listen()
-for src in sys.argv[2:]:
-    c = socket.socket(); c.bind((src, 0)); c.settimeout(1.0)
-    try:
-        c.connect(("127.0.0.1", port)); got.add("tcp:" + src)
-    except OSError:
-        pass
-    c.close()
-print(" ".join(sorted(got)))
+import json, socket, sys
+# cases: [family, src, dst, proto, port]; prints the ones that got through, as JSON
+cases = json.loads(sys.argv[1])
+got = []
+for fam, src, dst, proto, port in cases:
+    af = socket.AF_INET6 if fam == 6 else socket.AF_INET
+    if proto == "udp":
+        srv = socket.socket(af, socket.SOCK_DGRAM); srv.bind((dst, port)); srv.settimeout(0.5)
+        c = socket.socket(af, socket.SOCK_DGRAM); c.bind((src, 0))
+        c.sendto(b"x", (dst, port)); c.close()
+        try:
+            srv.recv(10); got.append([fam, src, dst, proto, port])
+        except socket.timeout:
+            pass
+        srv.close()
+    else:
+        srv = socket.socket(af); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((dst, port)); srv.listen()
+        c = socket.socket(af); c.bind((src, 0)); c.settimeout(0.5)
+        try:
+            c.connect((dst, port)); got.append([fam, src, dst, proto, port])
+        except OSError:
+            pass
+        c.close(); srv.close()
+print(json.dumps(got))
 """
+
+SIP_PORTS = {("udp", 5060), ("tcp", 5060), ("tcp", 5061)}
+OTHER_PORTS = {("udp", 5061), ("udp", 5070), ("tcp", 5070)}
+
+
+def set_elems(ns, name):
+    r = ns.run(["nft", "-j", "list", "set", "inet", "f2b-table", name], check=False)
+    if r.returncode:
+        return []
+    return [e for item in json.loads(r.stdout)["nftables"] if "set" in item
+            for e in item["set"].get("elem", [])]
 
 
 @pytest.mark.slow
-def test_probe_gets_source_banned_by_nftables(make_daemon, tmp_path):
+def test_threshold_bans_sip_ports_only_ipv4_and_ipv6(make_daemon, tmp_path):
+    """daemon -> rsyslog -> file -> fail2ban-server -> nftables, in a private network
+    namespace: an address with maxretry-1 probes is not banned, one with maxretry is; the
+    ban drops UDP 5060 and TCP 5060/5061 from it and nothing else, for IPv4 and IPv6."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespace + nftables); runs in CI")
     for tool, pkg in [("nft", "nftables"), ("unshare", "util-linux"), ("nsenter", "util-linux"),
@@ -157,11 +190,12 @@ def test_probe_gets_source_banned_by_nftables(make_daemon, tmp_path):
         ns = NetNs()
         f2b = None
         try:
+            for a in ("2001:db8::1", "2001:db8::2", "2001:db8::3"):
+                ns.run(["ip", "addr", "add", f"{a}/128", "dev", "lo", "nodad"])
             f2b_out = open(tmp_path / "f2b.out", "wb")
             f2b = subprocess.Popen(ns.cmd([client, "-c", conf, "-s", sock, "-p", tmp_path / "f2b.pid",
                                            "-x", "-f", "start"]),
                                    stdin=subprocess.DEVNULL, stdout=f2b_out, stderr=f2b_out)
-            # The nftables action creates its table and set on the first ban; wait for the jail.
             f2b_log = tmp_path / "fail2ban.log"
             deadline = time.monotonic() + 30
             while not (f2b_log.exists() and "Jail 'sentrypeer' started" in f2b_log.read_text()):
@@ -171,29 +205,68 @@ def test_probe_gets_source_banned_by_nftables(make_daemon, tmp_path):
                     f"{f2b_log.read_text() if f2b_log.exists() else ''}")
                 time.sleep(0.1)
 
+            # IPv4 through the real daemon: 127.0.0.3 stays one probe under the threshold,
+            # then 127.0.0.2 reaches it.
             d = make_daemon(args=["-s", "--syslog-socket", rs.socket])
-            with UdpClient(d.sip_port, src_host="127.0.0.2") as c:
-                c.request("OPTIONS")
-            rs.wait_for(lambda ls: any("Source IP: 127.0.0.2" in l for l in ls))
+            for src, n in (("127.0.0.3", MAXRETRY - 1), ("127.0.0.2", MAXRETRY)):
+                with UdpClient(d.sip_port, src_host=src) as c:
+                    for _ in range(n):
+                        c.request("OPTIONS")
+                rs.wait_for(lambda ls, src=src, n=n:
+                            sum(f"Source IP: {src}," in l for l in ls) >= n)
+            # IPv6: the daemon's lines, as rsyslog wrote them, for two documentation addresses
+            # (the host has no such address to probe from).
+            template = next(l for l in rs.lines() if "Source IP: 127.0.0.2," in l)
+            with open(rs.logfile, "a") as f:
+                for src, n in (("2001:db8::3", MAXRETRY - 1), ("2001:db8::2", MAXRETRY)):
+                    for _ in range(n):
+                        f.write(template.replace("127.0.0.2", src) + "\n")
 
             deadline = time.monotonic() + 30
             while True:
-                r = ns.run(["nft", "-j", "list", "set", "inet", "f2b-table", "addr-set-sentrypeer"],
-                           check=False)
-                elems = [] if r.returncode else [
-                    e for item in json.loads(r.stdout)["nftables"] if "set" in item
-                    for e in item["set"].get("elem", [])]
-                if "127.0.0.2" in elems:
+                banned = {name: set_elems(ns, name) for name in
+                          ("addr-set-sentrypeer-udp", "addr-set-sentrypeer-tcp",
+                           "addr6-set-sentrypeer-udp", "addr6-set-sentrypeer-tcp")}
+                if all(banned.values()):
                     break
                 assert time.monotonic() < deadline, (
-                    f"127.0.0.2 not banned within 30 s; set: {r.stdout}\nfail2ban log:\n"
-                    f"{f2b_log.read_text()}")
+                    f"not banned within 30 s: {banned}\nfail2ban log:\n{f2b_log.read_text()}")
                 time.sleep(0.2)
-            assert elems == ["127.0.0.2"], elems
+            time.sleep(1.0)  # lines under the threshold had every chance to ban too
+            banned = {name: set_elems(ns, name) for name in banned}
+            assert banned == {"addr-set-sentrypeer-udp": ["127.0.0.2"],
+                              "addr-set-sentrypeer-tcp": ["127.0.0.2"],
+                              "addr6-set-sentrypeer-udp": ["2001:db8::2"],
+                              "addr6-set-sentrypeer-tcp": ["2001:db8::2"]}, banned
+            status = ns.run([client, "-s", sock, "status", "sentrypeer"]).stdout
+            assert re.search(r"Total failed:\s+%d\b" % (4 * MAXRETRY - 2), status), status
 
-            res = ns.run(["/usr/bin/python3", "-c", REACH, free_port(), "127.0.0.2", "127.0.0.3"])
-            assert res.stdout.split() == ["127.0.0.3", "tcp:127.0.0.3"], (
-                f"expected only 127.0.0.3 to get through (UDP and TCP), got {res.stdout!r}")
+            # Exactly four rules: SIP ports, per family, drop; no ICMP, no other port.
+            chain = ns.run(["nft", "list", "chain", "inet", "f2b-table", "f2b-chain"]).stdout
+            rules = sorted(re.sub(r"\s+", " ", l).strip() for l in chain.splitlines()
+                           if "saddr" in l)
+            assert rules == [
+                "tcp dport { 5060, 5061 } ip saddr @addr-set-sentrypeer-tcp drop",
+                "tcp dport { 5060, 5061 } ip6 saddr @addr6-set-sentrypeer-tcp drop",
+                "udp dport 5060 ip saddr @addr-set-sentrypeer-udp drop",
+                "udp dport 5060 ip6 saddr @addr6-set-sentrypeer-udp drop",
+            ], chain
+            assert "icmp" not in chain, chain
+
+            cases = []
+            for fam, dst, srcs in ((4, "127.0.0.1", ("127.0.0.2", "127.0.0.3")),
+                                   (6, "2001:db8::1", ("2001:db8::2", "2001:db8::3"))):
+                for src in srcs:
+                    for proto, port in sorted(SIP_PORTS | OTHER_PORTS):
+                        cases.append([fam, src, dst, proto, port])
+            res = ns.run(["/usr/bin/python3", "-c", REACH, json.dumps(cases)], timeout=60)
+            through = {tuple(c) for c in json.loads(res.stdout)}
+            blocked = {tuple(c) for c in cases} - through
+            expect_blocked = {(fam, src, dst, proto, port)
+                              for fam, src, dst, proto, port in map(tuple, cases)
+                              if src in ("127.0.0.2", "2001:db8::2") and (proto, port) in SIP_PORTS}
+            assert blocked == expect_blocked, (
+                f"blocked {sorted(blocked)}, expected {sorted(expect_blocked)}")
         finally:
             if f2b is not None:
                 subprocess.run(ns.cmd([client, "-s", sock, "stop"]), capture_output=True,

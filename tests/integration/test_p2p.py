@@ -25,6 +25,7 @@ import queue
 import random
 import re
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -688,3 +689,62 @@ def test_restart_does_not_store_peer_events_twice(make_daemon, tmp_path):
     st = b2.status()
     print(f"after restart: {st['values_received']} value(s) received, "
           f"{st['events_accepted']} accepted (stored once: the store skips known peer events)")
+
+
+def test_global_peer_budget_rejects_and_counts(make_daemon, opendht_peers):
+    """--p2p-max-peer-rate caps accepted peer events per second over all publishers: 20
+    values from 20 different (self-declared) publishers against a budget of 1/s (burst 10):
+    the first 10 plus what refilled are stored, the rest counted as global_rate."""
+    net = private_network()
+    peer_port = free_udp_port()
+    s = start_node(make_daemon, "S", net, [peer_port], extra=["--p2p-max-peer-rate", "1"])
+    peer = opendht_peers(net, [s.dht_port], port=peer_port)
+    wait_network([s], min_peers=1)
+    events = [sentrypeer_event() for _ in range(20)]
+    assert len({e["created_by_node_id"] for e in events}) == 20
+    t0 = time.monotonic()
+    for ev in events:
+        assert peer.put(compact(ev)) is True
+
+    def settled():
+        st = s.status()
+        return st["events_accepted"] + st["values_rejected"]["global_rate"] >= 20
+
+    assert wait_until(settled, 10, 0.1), f"not every value was decided: {s.status()}"
+    elapsed = time.monotonic() - t0
+    st = s.status()
+    accepted = st["events_accepted"]
+    assert st["values_rejected"]["publisher_rate"] == 0, st
+    assert accepted + st["values_rejected"]["global_rate"] == 20, st
+    assert 10 <= accepted <= 10 + int(elapsed) + 1, (accepted, elapsed, st)
+    assert s.rejected_metric("global_rate") == 20 - accepted
+    assert s.rejected_metric("publisher_rate") == 0
+    assert re.search(r"^sentrypeer_p2p_publisher_buckets 20$", s.metrics(), re.M)
+    assert re.search(r"^sentrypeer_p2p_publisher_buckets_evicted_total 0$", s.metrics(), re.M)
+    time.sleep(0.5)
+    stored = [r for r in s.d.rows() if r["origin"] == "peer"]
+    assert len(stored) == accepted, (len(stored), accepted)
+
+
+def test_dht_key_file_is_private(make_daemon, tmp_path):
+    """The DHT identity key is created 0600 even under umask 0, and an existing key that
+    others can read is made 0600 (with a warning) and kept, not regenerated."""
+    net = private_network()
+    old = os.umask(0)
+    try:
+        s = start_node(make_daemon, "S", net, workdir=tmp_path / "S")
+    finally:
+        os.umask(old)
+    key = s.d.data_dir / "dht-identity.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600, oct(key.stat().st_mode)
+    assert stat.S_IMODE((s.d.data_dir / "dht-identity.crt").stat().st_mode) == 0o644
+    pem = key.read_bytes()
+    assert b"PRIVATE KEY" in pem
+    s.d.stop()
+
+    key.chmod(0o644)
+    s2 = start_node(make_daemon, "S", net, workdir=tmp_path / "S", dht_port=s.dht_port)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600, oct(key.stat().st_mode)
+    assert key.read_bytes() == pem, "the existing key was replaced instead of kept"
+    assert any("was readable by others (mode 644); made it 0600" in l
+               for l in s2.d.stderr_lines), s2.d.stderr
