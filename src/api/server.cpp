@@ -355,6 +355,8 @@ void Server::start() {
             ctx->run();
         });
     }
+    // The slow-route thread (/stats) is thread_pool's own: named from inside.
+    asio::post(slow_, [] { pthread_setname_np(pthread_self(), "sp-api-stats"); });
     accept();
 }
 

@@ -265,8 +265,10 @@ void buildOptions(CLI::App& app, Config& c, Raw& raw) {
                     !v.empty() && v.size() <= 256 && std::none_of(v.begin(), v.end(), [](char ch) {
                         return static_cast<unsigned char>(ch) < 0x21 || ch == 0x7f;
                     });
+                // The value is not echoed: it may hold line breaks.
                 return ok ? std::string()
-                          : "'" + v + "' is not an origin (e.g. https://dash.example)";
+                          : std::string("not an origin (one token without spaces or control "
+                                        "characters, e.g. https://dash.example)");
             },
             "ORIGIN");
     // Peer to peer
