@@ -13,7 +13,7 @@ namespace sp::api {
 
 std::span<const Route> Routes::table() {
     // method, pattern, handler, auth, slow, metric label
-    static const std::array kTable = {
+    static const std::array route_table = {
         Route{"GET", "/", &Routes::root, true, false, "/"},
         Route{"GET", "/health-check", &Routes::healthCheck, false, false, "/health-check"},
         Route{"GET", "/ip-addresses", &Routes::ipAddresses, true, false, "/ip-addresses"},
@@ -25,7 +25,7 @@ std::span<const Route> Routes::table() {
         Route{"GET", "/stats", &Routes::stats, true, true, "/stats"},
         Route{"GET", "/p2p/status", &Routes::p2pStatus, true, false, "/p2p/status"},
     };
-    return kTable;
+    return route_table;
 }
 
 namespace {
