@@ -171,6 +171,23 @@ def test_ipset_script_shape(exporting):
     for ip, (setname, timeout) in adds.items():
         assert setname == (f"{SET}_v6" if ":" in ip else SET), line
         assert MAX_AGE_S - 120 <= timeout <= MAX_AGE_S, (ip, timeout)
+    # Exact bytes: list order, each timeout what remained of the entry's retention while
+    # the request ran (whole seconds, wall clock on both sides).
+    t0 = time.time()
+    r = http_request(d.api_port, f"/ip-addresses?format=ipset&set={SET}")
+    t1 = time.time()
+    seen = db_seen(d.db_path, "source_ip")
+    order = sorted(seen, key=lambda ip: (-seen[ip][2], ip.encode()))
+    got = dict(re.findall(r"add \S+ (\S+) timeout (\d+)\n", r.body.decode()))
+    for ip in order:
+        last_s = seen[ip][2] / 1e6
+        assert int(MAX_AGE_S - (t1 - last_s)) - 1 <= int(got[ip]) <= \
+            int(MAX_AGE_S - (t0 - last_s)) + 1, (ip, got[ip], t0, t1, last_s)
+    expected = (f"create {SET} hash:ip family inet timeout {MAX_AGE_S}\n"
+                f"create {SET}_v6 hash:ip family inet6 timeout {MAX_AGE_S}\n" +
+                "".join(f"add {SET}{'_v6' if ':' in ip else ''} {ip} timeout {got[ip]}\n"
+                        for ip in order))
+    assert r.body == expected.encode(), (r, expected)
     # /ip-addresses/ipset is the same script with the default set name
     alias = http_request(d.api_port, "/ip-addresses/ipset")
     default = http_request(d.api_port, "/ip-addresses?format=ipset")
