@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
+#include <set>
 
+#include "api/exports.hpp"
 #include "api/http.hpp"
+#include "api/limits.hpp"
+#include "api/list_query.hpp"
 #include "api/routes.hpp"
 #include "core/text.hpp"
 
@@ -15,10 +19,16 @@ struct RoutesTest : ::testing::Test {
     core::MetricsRegistry metrics;
     std::unique_ptr<api::Routes> routes;
 
-    void SetUp() override { make({}); }
+    void SetUp() override { make(api::ApiOptions{}); }
     void make(std::string token) {
-        routes = std::make_unique<api::Routes>(
-            api::ApiOptions{token, "/nonexistent.db", 7 * 24h, {}}, index, clock, metrics);
+        api::ApiOptions o;
+        o.token = std::move(token);
+        make(std::move(o));
+    }
+    void make(api::ApiOptions o) {
+        o.db_path = "/nonexistent.db";
+        o.max_age = 7 * 24h;
+        routes = std::make_unique<api::Routes>(std::move(o), index, clock, metrics);
     }
     void probe(const std::string& ip, const std::string& number, std::chrono::seconds ago = 0s) {
         core::Event e;
@@ -150,29 +160,6 @@ TEST_F(RoutesTest, FirewallExports) {
     EXPECT_EQ(get("/ip-addresses?format=xml").status, 400);
 }
 
-TEST_F(RoutesTest, MethodsAndToken) {
-    auto r = get("/", "POST");
-    EXPECT_EQ(r.status, 405);
-    ASSERT_FALSE(r.headers.empty());
-    EXPECT_EQ(r.headers[0].first, "Allow");
-    make("s3cret");
-    EXPECT_EQ(get("/numbers").status, 401);
-    EXPECT_EQ(get("/numbers", "GET", "Bearer wrong").status, 401);
-    EXPECT_EQ(get("/numbers", "GET", "Bearer s3cret").status, 404); // authorised, empty
-    EXPECT_EQ(get("/health-check").status, 200);                    // always open
-}
-
-TEST_F(RoutesTest, MetricsIncludeApiCounters) {
-    routes->registerMetrics(metrics);
-    routes->count("/", 200);
-    auto m = get("/metrics").body;
-    EXPECT_NE(m.find("sentrypeer_api_requests_total{route=\"/\",status=\"200\"} 1"),
-              std::string::npos)
-        << m;
-    EXPECT_EQ(api::Routes::routeLabel("/ip-addresses/1.2.3.4"), "/ip-addresses/{ip}");
-    EXPECT_EQ(api::Routes::routeLabel("/evil\"label"), "other");
-}
-
 TEST_F(RoutesTest, ListTimestampsAndCountsAsCoreFormatsThem) {
     // Lists format timestamps and counts in place: the same text as core::formatTimestamp.
     const std::chrono::microseconds agos[] = {0us, 1us, 999'999us, 86'400'000'001us,
@@ -229,4 +216,262 @@ TEST_F(RoutesTest, LargeListsStreamEveryEntryOnce) {
     auto csv = body(get("/numbers?format=csv&limit=2999"));
     EXPECT_NE(csv.find(std::string(60, '1') + "12998,1,"), std::string::npos);
     EXPECT_EQ(csv.find(std::string(60, '1') + "12999,1,"), std::string::npos);
+}
+
+TEST_F(RoutesTest, MethodsAndToken) {
+    auto r = get("/", "POST");
+    EXPECT_EQ(r.status, 405);
+    ASSERT_EQ(r.headers.size(), 1u);
+    EXPECT_EQ(r.headers[0], (std::pair<std::string, std::string>{"Allow", "GET, HEAD, OPTIONS"}));
+    EXPECT_EQ(get("/nope", "DELETE").status, 405);
+    make("s3cret");
+    EXPECT_EQ(get("/numbers").status, 401);
+    EXPECT_EQ(get("/numbers", "GET", "Bearer wrong").status, 401);
+    EXPECT_EQ(get("/numbers", "GET", "Bearer s3cret").status, 404); // authorised, empty
+    EXPECT_EQ(get("/health-check").status, 200);                    // always open
+    EXPECT_EQ(get("/nope").status, 401);                            // unknown paths are not exempt
+}
+
+TEST_F(RoutesTest, EveryWrongTokenOfTheRightLengthIsRefused) {
+    const std::string token = "s3cret-Token_42";
+    make(token);
+    ASSERT_EQ(get("/", "GET", "Bearer " + token).status, 200);
+    // One byte changed at every position, the first and the last included.
+    for (std::size_t i = 0; i < token.size(); ++i) {
+        std::string wrong = token;
+        wrong[i] = static_cast<char>(wrong[i] ^ 0x01);
+        auto r = get("/", "GET", "Bearer " + wrong);
+        EXPECT_EQ(r.status, 401) << "position " << i << ": " << wrong;
+        EXPECT_EQ(r.body, R"({"error": "Unauthorized"})");
+    }
+    EXPECT_EQ(get("/", "GET", "Bearer " + std::string(token.size(), 'x')).status, 401);
+    EXPECT_EQ(get("/", "GET", "Bearer " + token.substr(0, token.size() - 1)).status, 401);
+    EXPECT_EQ(get("/", "GET", "Bearer " + token + "x").status, 401);
+    EXPECT_EQ(get("/", "GET", "bearer " + token).status, 401);
+}
+
+TEST_F(RoutesTest, CorsHeadersOnlyWhenConfigured) {
+    auto r = get("/numbers", "OPTIONS");
+    EXPECT_EQ(r.status, 204);
+    ASSERT_EQ(r.headers.size(), 1u); // Allow only: no CORS preflight answer by default
+    EXPECT_EQ(r.headers[0].first, "Allow");
+    EXPECT_EQ(routes->corsOrigin(), "");
+    api::ApiOptions o;
+    o.cors_origin = "https://dash.example";
+    make(o);
+    r = get("/numbers", "OPTIONS");
+    EXPECT_EQ(r.headers, (std::vector<std::pair<std::string, std::string>>{
+                             {"Allow", "GET, HEAD, OPTIONS"},
+                             {"Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"},
+                             {"Access-Control-Allow-Headers", "Authorization, Content-Type"}}));
+    EXPECT_EQ(routes->corsOrigin(), "https://dash.example");
+}
+
+TEST_F(RoutesTest, RouteTableDrivesLabelsAndSlowness) {
+    std::set<std::string_view> labels;
+    for (const auto& route : api::Routes::table()) {
+        EXPECT_EQ(route.label, route.pattern);
+        EXPECT_TRUE(labels.insert(route.label).second) << route.label;
+        EXPECT_EQ(route.auth, route.pattern != "/health-check") << route.pattern;
+        EXPECT_EQ(route.slow, route.pattern == "/stats") << route.pattern;
+    }
+    EXPECT_EQ(api::Routes::routeLabel("/ip-addresses/1.2.3.4"), "/ip-addresses/{ip}");
+    EXPECT_EQ(api::Routes::routeLabel("/ip-addresses/ipset"), "/ip-addresses/ipset");
+    EXPECT_EQ(api::Routes::routeLabel("/numbers/+44"), "/numbers/{number}");
+    EXPECT_EQ(api::Routes::routeLabel("/evil\"label"), "other");
+    EXPECT_EQ(api::Routes::routeLabel("/health-check/x"), "other");
+    api::Request slow;
+    slow.path = "/stats";
+    EXPECT_TRUE(api::Routes::isSlow(slow));
+    slow.malformed = true;
+    EXPECT_FALSE(api::Routes::isSlow(slow));
+    slow.path = "/numbers";
+    slow.malformed = false;
+    EXPECT_FALSE(api::Routes::isSlow(slow));
+}
+
+TEST_F(RoutesTest, HandleCountsWhatItAnswers) {
+    // The server's only entry point is handle(): what it answers is what /metrics counts.
+    routes->registerMetrics(metrics);
+    probe("192.0.2.7", "100");
+    get("/");
+    get("/ip-addresses/192.0.2.7");
+    get("/ip-addresses/192.0.2.8");
+    get("/evil\"label");
+    get("/", "POST");
+    api::Request bad;
+    bad.method = "GET";
+    bad.malformed = true;
+    EXPECT_EQ(routes->handle(bad).body, R"({"error": "The request data was invalid"})");
+    auto m = get("/metrics").body;
+    for (const char* line : {
+             "sentrypeer_api_requests_total{route=\"/\",status=\"200\"} 1\n",
+             "sentrypeer_api_requests_total{route=\"/\",status=\"405\"} 1\n",
+             "sentrypeer_api_requests_total{route=\"/ip-addresses/{ip}\",status=\"200\"} 1\n",
+             "sentrypeer_api_requests_total{route=\"/ip-addresses/{ip}\",status=\"404\"} 1\n",
+             "sentrypeer_api_requests_total{route=\"other\",status=\"400\"} 1\n",
+             "sentrypeer_api_requests_total{route=\"other\",status=\"404\"} 1\n",
+             "sentrypeer_api_lists_in_flight 0\n",
+             "sentrypeer_api_lists_rejected_total 0\n",
+         }) {
+        EXPECT_NE(m.find(line), std::string::npos) << line << m;
+    }
+    // The /metrics request being answered is counted once it is answered.
+    EXPECT_NE(
+        get("/metrics")
+            .body.find("sentrypeer_api_requests_total{route=\"/metrics\",status=\"200\"} 1\n"),
+        std::string::npos);
+}
+
+TEST_F(RoutesTest, OutOfRangeCursorsAre400) {
+    probe("192.0.2.1", "1");
+    for (const char* after :
+         {"9999999999999999,1.2.3.4", "99999999999999999999,1.2.3.4", "9223372036854775807,1.2.3.4",
+          "18446744073709551616,x", ",x", "12a,x", "123"}) {
+        auto r = get(std::string("/ip-addresses?after=") + after);
+        EXPECT_EQ(r.status, 400) << after;
+        EXPECT_EQ(r.body, R"({"error": "The request data was invalid"})");
+    }
+    auto max = std::to_string(api::kMaxCursorMicros);
+    ASSERT_TRUE(api::parseCursor(max + ",k"));
+    EXPECT_EQ(api::parseCursor(max + ",k")->key, "k");
+    EXPECT_FALSE(api::parseCursor(std::to_string(api::kMaxCursorMicros + 1) + ",k"));
+    EXPECT_EQ(get("/ip-addresses?after=" + max + ",x").status, 200); // everything is older
+}
+
+TEST_F(RoutesTest, CsvNeutralisesFormulaCells) {
+    probe("192.0.2.1", "=1+2", 50s);
+    probe("192.0.2.1", "+4420", 40s);
+    probe("192.0.2.1", "-3", 30s);
+    probe("192.0.2.1", "@SUM(A1)", 20s);
+    probe("192.0.2.1", "=a,b", 10s);
+    probe("192.0.2.1", "100");
+    auto ts = [&](std::chrono::seconds ago) { return core::formatTimestamp(clock.now() - ago); };
+    auto line = [&](const std::string& cell, std::chrono::seconds ago) {
+        return cell + ",1," + ts(ago) + "," + ts(ago) + "\r\n";
+    };
+    EXPECT_EQ(body(get("/numbers?format=csv")),
+              "called_number,seen_count,seen_first,seen_last\r\n" + line("100", 0s) +
+                  line("\"'=a,b\"", 10s) + line("'@SUM(A1)", 20s) + line("'-3", 30s) +
+                  line("'+4420", 40s) + line("'=1+2", 50s));
+}
+
+TEST_F(RoutesTest, PrefixAcceptsALiteralPlus) {
+    probe("192.0.2.1", "+4420", 10s);
+    probe("192.0.2.1", "4430", 5s);
+    auto expect = R"({"called_numbers_total": 1, "called_numbers": [{"called_number": "+4420", )"
+                  R"("seen_last": ")" +
+                  core::formatTimestamp(clock.now() - 10s) + R"(", "seen_count": "1"}]})";
+    EXPECT_EQ(body(get("/numbers?prefix=+44")), expect); // '+' decodes as ' ', read back as '+'
+    EXPECT_EQ(body(get("/numbers?prefix=%2B44")), expect);
+    EXPECT_EQ(body(get("/numbers?prefix=%2044")), expect); // no number starts with a space
+    EXPECT_EQ(body(get("/numbers?prefix=44")).find("+4420"), std::string::npos);
+}
+
+TEST_F(RoutesTest, IpLookupsOfNonCanonicalFormsFindTheCanonicalAddress) {
+    probe("192.0.2.7", "1");
+    probe("2001:db8::1", "1");
+    for (const char* form : {"::ffff:192.0.2.7", "::FFFF:192.0.2.7", "0:0:0:0:0:ffff:c000:207"}) {
+        auto r = get(std::string("/ip-addresses/") + form);
+        EXPECT_EQ(r.status, 200) << form;
+        EXPECT_EQ(r.body.rfind(R"({"bad_actor_found": "192.0.2.7", )", 0), 0u) << r.body;
+    }
+    for (const char* form : {"2001:DB8::1", "2001:0db8:0:0:0:0:0:1", "2001:db8:0::1"}) {
+        auto r = get(std::string("/ip-addresses/") + form);
+        EXPECT_EQ(r.status, 200) << form;
+        EXPECT_EQ(r.body.rfind(R"({"bad_actor_found": "2001:db8::1", )", 0), 0u) << r.body;
+    }
+    EXPECT_EQ(get("/ip-addresses/::ffff:192.0.2.8").body, R"({"message": "No bad actor found"})");
+    EXPECT_EQ(get("/ip-addresses/192.0.2.07").status, 400);
+}
+
+TEST_F(RoutesTest, StatsTopOutOfRangeIs400) {
+    for (const char* top : {"0", "101", "500", "999", "1000", "-1", "x", ""}) {
+        auto r = get(std::string("/stats?top=") + top);
+        EXPECT_EQ(r.status, 400) << top;
+        EXPECT_EQ(r.body, R"({"error": "The request data was invalid"})");
+    }
+    // In range: past validation (the test's database does not exist: 503).
+    EXPECT_EQ(get("/stats?top=1").status, 503);
+    EXPECT_EQ(get("/stats?top=100").status, 503);
+}
+
+TEST_F(RoutesTest, ExportTimeoutsNeverGoBelowTheFloor) {
+    EXPECT_EQ(api::kMinExportTimeoutSeconds, 1u);
+    auto now = clock.now();
+    EXPECT_EQ(api::exportTimeout(7 * 24h, now, now - 8 * 24h), 1u); // past retention
+    EXPECT_EQ(api::exportTimeout(7 * 24h, now, now - 7 * 24h), 1u); // exactly at it
+    EXPECT_EQ(api::exportTimeout(7 * 24h, now, now - (7 * 24h - 1s)), 1u);
+    EXPECT_EQ(api::exportTimeout(7 * 24h, now, now - (7 * 24h - 2s)), 2u);
+    EXPECT_EQ(api::exportTimeout(7 * 24h, now, now), 604800u);
+    probe("192.0.2.9", "1", 8 * 24h); // older than --max-age, not pruned yet
+    probe("2001:db8::9", "1", 7 * 24h);
+    EXPECT_EQ(body(get("/ip-addresses?format=ipset&set=s")),
+              "create s hash:ip family inet timeout 604800\n"
+              "create s_v6 hash:ip family inet6 timeout 604800\n"
+              "add s_v6 2001:db8::9 timeout 1\n"
+              "add s 192.0.2.9 timeout 1\n");
+    EXPECT_EQ(body(get("/ip-addresses?format=nft&set=s&table=t")),
+              "table inet t {\n"
+              "\tset s {\n\t\ttype ipv4_addr\n\t\tflags timeout\n"
+              "\t\telements = { 192.0.2.9 timeout 1s }\n\t}\n"
+              "\tset s_v6 {\n\t\ttype ipv6_addr\n\t\tflags timeout\n"
+              "\t\telements = { 2001:db8::9 timeout 1s }\n\t}\n"
+              "}\n");
+}
+
+TEST_F(RoutesTest, FullListsAreBudgeted) {
+    api::ApiOptions o;
+    o.max_lists = 1;
+    make(o);
+    routes->registerMetrics(metrics);
+    probe("192.0.2.1", "1");
+    auto held = get("/ip-addresses?format=plain"); // its stream holds the one slot
+    ASSERT_TRUE(held.stream);
+    for (const char* target : {"/ip-addresses", "/numbers", "/numbers?format=csv&limit=5",
+                               "/ip-addresses?format=nft", "/ip-addresses/ipset"}) {
+        auto r = get(target);
+        EXPECT_EQ(r.status, 503) << target;
+        EXPECT_EQ(r.body, R"({"message": "Too many full lists at once; retry shortly"})");
+        EXPECT_EQ(r.headers,
+                  (std::vector<std::pair<std::string, std::string>>{{"Retry-After", "1"}}));
+    }
+    EXPECT_EQ(get("/numbers?limit=10").status, 200); // a page is not a full list
+    auto m = get("/metrics").body;
+    EXPECT_NE(m.find("sentrypeer_api_lists_in_flight 1\n"), std::string::npos) << m;
+    EXPECT_NE(m.find("sentrypeer_api_lists_rejected_total 5\n"), std::string::npos) << m;
+    EXPECT_EQ(body(std::move(held)), "192.0.2.1\n"); // streamed to its end: slot given back
+    EXPECT_EQ(get("/ip-addresses").status, 200);
+    EXPECT_EQ(get("/ip-addresses?format=nft").status, 200); // built at once, slot released
+    EXPECT_EQ(get("/ip-addresses?format=nft").status, 200);
+}
+
+TEST(ConnectionBudget, CapsInTotalAndPerIpAndCountsRefusals) {
+    api::ConnectionBudget b(3, 2);
+    EXPECT_TRUE(b.tryAcquire("192.0.2.1"));
+    EXPECT_TRUE(b.tryAcquire("192.0.2.1"));
+    EXPECT_FALSE(b.tryAcquire("192.0.2.1")); // per IP
+    EXPECT_TRUE(b.tryAcquire("192.0.2.2"));
+    EXPECT_FALSE(b.tryAcquire("192.0.2.3")); // total
+    EXPECT_EQ(b.open(), 3u);
+    b.release("192.0.2.1");
+    EXPECT_TRUE(b.tryAcquire("192.0.2.3"));
+    core::MetricsRegistry registry;
+    registry.add([&b](core::MetricsWriter& w) { b.collect(w); });
+    auto m = registry.render();
+    EXPECT_NE(m.find("sentrypeer_api_connections 3\n"), std::string::npos) << m;
+    EXPECT_NE(m.find("sentrypeer_api_connections_rejected_total{reason=\"per_ip\"} 1\n"),
+              std::string::npos)
+        << m;
+    EXPECT_NE(m.find("sentrypeer_api_connections_rejected_total{reason=\"total\"} 1\n"),
+              std::string::npos)
+        << m;
+}
+
+TEST(Http, NumberParamReadsALeadingSpaceAsPlus) {
+    api::Request r;
+    ASSERT_TRUE(api::parseTarget("/numbers?prefix=+44&x=+1", r.path, r.query));
+    EXPECT_EQ(r.param("prefix"), " 44");
+    EXPECT_EQ(r.numberParam("prefix"), "+44");
+    EXPECT_EQ(r.numberParam("nope"), std::nullopt);
 }

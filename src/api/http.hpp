@@ -18,10 +18,20 @@ struct Request {
     std::map<std::string, std::string> query; // percent-decoded; last value wins
     std::string content_type;
     std::string authorization;
+    bool malformed = false; // the target did not parse (a bad escape): answered 400
 
     std::optional<std::string> param(const std::string& name) const {
         auto it = query.find(name);
         return it == query.end() ? std::nullopt : std::optional<std::string>(it->second);
+    }
+    // A phone-number parameter (?prefix=+44): a query decodes a literal '+' as a space, and
+    // no number starts with a space, so a leading space is read back as the '+' it was.
+    std::optional<std::string> numberParam(const std::string& name) const {
+        auto v = param(name);
+        if (v && !v->empty() && (*v)[0] == ' ') {
+            (*v)[0] = '+';
+        }
+        return v;
     }
 };
 

@@ -1,8 +1,16 @@
 #pragma once
 // The REST API's routes: SentryPeer's (same paths, statuses, bodies and headers; see
 // ../shared/COMPAT.md) plus paging, exports for firewalls, /stats and /metrics.
+//
+// One route table (Routes::table(), route_table.cpp) is the only list of routes: dispatch,
+// the metric label, 405 + Allow, the bearer-token exemptions and isSlow all derive from it.
 // handle() is thread-safe and never blocks on the store's writer: single lookups and lists
-// read the in-memory index; /stats reads through its own read-only SQLite connection.
+// read the in-memory index; /stats reads through the store's own read-only StatsQuery.
+//
+// Files: route_table.cpp (table, dispatch, auth, counting, small routes), list_routes.cpp
+// (/ip-addresses, /numbers and their exports), lookups.cpp (/ip-addresses/{ip},
+// /numbers/{number}), stats.cpp (/stats), list_query.cpp (query parsing), index_view.cpp
+// (the index reads), list.cpp (streaming), exports.cpp (ipset, nft, CSV), limits.cpp.
 
 #include <array>
 #include <atomic>
@@ -12,21 +20,45 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 
 #include "api/http.hpp"
+#include "api/limits.hpp"
 #include "core/clock.hpp"
 #include "core/metrics.hpp"
 #include "store/store.hpp"
 
+namespace sp::store {
+class StatsQuery;
+}
+
 namespace sp::api {
 
 struct ApiOptions {
-    std::string token;   // when set, every route but /health-check needs "Bearer <token>"
-    std::string db_path; // for /stats (opened read-only, lazily)
+    std::string token;                       // when set, routes with auth need "Bearer <token>"
+    std::string db_path;                     // for /stats (opened read-only, lazily)
     std::chrono::seconds max_age{0};         // retention: remaining lifetime of exported entries
     std::function<std::string()> p2p_status; // JSON for /p2p/status; empty when p2p is off
+    std::string cors_origin;                 // Access-Control-Allow-Origin; empty: none
+    std::size_t max_lists = 4;               // full lists/exports answered at once
+};
+
+class Routes;
+
+// One route. `pattern` is a path ("/numbers") matched exactly, or a prefix ending in one
+// parameter ("/numbers/{number}": the handler gets the rest of the path, which may be
+// empty). The first matching entry wins, so exact paths come before a parameter route
+// with the same prefix.
+struct Route {
+    using Handler = Response (Routes::*)(const Request&, std::string_view param);
+    std::string_view method; // "GET": HEAD is answered as GET, OPTIONS by the table
+    std::string_view pattern;
+    Handler handler;
+    bool auth;              // needs the bearer token (when --api-token is set)
+    bool slow;              // heavy (SQL): the server runs it off the io threads
+    std::string_view label; // metric label: the pattern, never the raw path
 };
 
 class Routes {
@@ -35,45 +67,56 @@ public:
            const core::MetricsRegistry& metrics);
     ~Routes();
 
-    // Any thread. Never throws.
+    // Any thread. Never throws. Answers the request and counts it (route label, status)
+    // for /metrics: the server's one entry point, so what it serves is what is counted.
     Response handle(const Request& request);
 
-    // True for routes whose work is heavy (SQL): the server runs them off the io threads.
-    static bool isSlow(const Request& request) { return request.path == "/stats"; }
+    // The route table.
+    static std::span<const Route> table();
+    // The table entry whose pattern matches path (param: the rest after a parameter
+    // route's prefix); nullptr when none.
+    static const Route* match(std::string_view path, std::string_view& param);
+    // The metric label of a path: its route's label, or "other".
+    static std::string_view routeLabel(std::string_view path);
+    // True when the matched route is slow (the server runs it off the io threads).
+    static bool isSlow(const Request& request);
 
-    // Counts one answered request to `path` (server calls it; lock-free for the usual
-    // statuses), exported on /metrics.
-    void countPath(std::string_view path, int status);
-    // Counts one answered request by route label (as routeLabel returns).
-    void count(const std::string& route, int status);
-    // Route label for metrics: the matched pattern, never the raw (attacker-chosen) path.
-    static std::string routeLabel(const std::string& path);
+    // The Access-Control-Allow-Origin value (empty: the header is not sent).
+    const std::string& corsOrigin() const { return options_.cors_origin; }
     // Registers this API's own counters with the registry (call once at startup).
     void registerMetrics(core::MetricsRegistry& registry);
 
+    static constexpr std::size_t kStatuses = 8; // statuses counted without a lock
+
 private:
-    Response route(const Request& request);
-    Response ipAddresses(const Request& request);
-    Response ipAddress(std::string_view ip);
-    Response numbers(const Request& request);
-    Response number(std::string_view number);
-    Response stats(const Request& request);
+    Response dispatch(const Request& request, const Route* route, std::string_view param);
+    void count(const Route* route, int status);
+
+    // Handlers (the table's), route_table.cpp unless noted.
+    Response root(const Request& r, std::string_view);
+    Response healthCheck(const Request& r, std::string_view);
+    Response metricsText(const Request& r, std::string_view);
+    Response p2pStatus(const Request& r, std::string_view);
+    Response ipAddresses(const Request& r, std::string_view);  // list_routes.cpp
+    Response ipset(const Request& r, std::string_view);        // list_routes.cpp
+    Response numbers(const Request& r, std::string_view);      // list_routes.cpp
+    Response ipAddress(const Request& r, std::string_view ip); // lookups.cpp
+    Response number(const Request& r, std::string_view n);     // lookups.cpp
+    Response stats(const Request& r, std::string_view);        // stats.cpp
+
+    Response listIps(const Request& r, const std::string& format); // list_routes.cpp
 
     ApiOptions options_;
     const store::Index& index_;
     const core::Clock& clock_;
     const core::MetricsRegistry& metrics_;
+    ListBudget lists_;
 
-public:
-    static constexpr std::size_t kRoutes = 10;  // route labels (routeLabel)
-    static constexpr std::size_t kStatuses = 8; // statuses counted without a lock
-
-private:
-    std::array<std::array<std::atomic<std::uint64_t>, kStatuses>, kRoutes> counts_{};
+    using StatusCounts = std::array<std::atomic<std::uint64_t>, kStatuses>;
+    std::unique_ptr<StatusCounts[]> counts_; // one row per table entry, then "other"
     std::mutex counts_mutex_;
     std::map<std::pair<std::string, int>, std::uint64_t> other_counts_; // any other status
-    struct StatsDb;
-    std::unique_ptr<StatsDb> stats_db_;
+    std::unique_ptr<store::StatsQuery> stats_query_;
 };
 
 } // namespace sp::api

@@ -27,21 +27,23 @@ constexpr auto kIdleTimeout = std::chrono::seconds(30);
 constexpr std::size_t kMaxHeader = 8UL * 1024;
 constexpr std::size_t kMaxBody = 16UL * 1024;
 
-// Headers every response carries, after Content-Type, in this order.
-const std::string& commonHeaders() {
-    static const std::string headers = std::string("Access-Control-Allow-Origin: *\r\n"
-                                                   "X-Powered-By: SentryPeer\r\n"
-                                                   "X-SentryPeer-Version: ") +
-                                       core::kVersion + "\r\nServer: sentrypeer/" + core::kVersion +
-                                       "\r\n";
-    return headers;
+// Headers every response carries, after Content-Type, in this order (SentryPeer's, less
+// its `Access-Control-Allow-Origin: *`: only with --api-cors-origin).
+std::string commonHeaders(const std::string& cors_origin) {
+    std::string headers;
+    if (!cors_origin.empty()) {
+        headers = "Access-Control-Allow-Origin: " + cors_origin + "\r\n";
+    }
+    return headers + "X-Powered-By: SentryPeer\r\nX-SentryPeer-Version: " + core::kVersion +
+           "\r\nServer: sentrypeer/" + core::kVersion + "\r\n";
 }
 
 // The status line and header block of a response, written straight into `out` (the bytes
 // Beast's serializer wrote for the same message: status line with the standard reason,
 // Content-Type, the common headers, the route's own, Connection when it differs from the
 // version's default, then Content-Length or Transfer-Encoding).
-void appendHead(std::string& out, unsigned version, const Response& r, bool keep_alive) {
+void appendHead(std::string& out, unsigned version, const Response& r, bool keep_alive,
+                const std::string& common_headers) {
     out.append("HTTP/");
     out.push_back(static_cast<char>('0' + version / 10 % 10));
     out.push_back('.');
@@ -55,7 +57,7 @@ void appendHead(std::string& out, unsigned version, const Response& r, bool keep
     if (!r.content_type.empty()) {
         out.append("Content-Type: ").append(r.content_type).append("\r\n");
     }
-    out.append(commonHeaders());
+    out.append(common_headers);
     for (const auto& [k, v] : r.headers) {
         out.append(k).append(": ").append(v).append("\r\n");
     }
@@ -66,12 +68,12 @@ void appendHead(std::string& out, unsigned version, const Response& r, bool keep
     }
 }
 
-void toRequest(const http::request<http::string_body>& req, Request& r, bool& ok) {
+void toRequest(const http::request<http::string_body>& req, Request& r) {
     auto method = req.method_string();
     r.method.assign(method.data(), method.size());
     auto target = req.target();
     r.query.clear();
-    ok = parseTarget(std::string_view(target.data(), target.size()), r.path, r.query);
+    r.malformed = !parseTarget(std::string_view(target.data(), target.size()), r.path, r.query);
     auto field = [&req](http::field f, std::string& out) {
         auto it = req.find(f);
         if (it == req.end()) {
@@ -100,11 +102,22 @@ public:
     using Executor = asio::io_context::executor_type;
     using Socket = asio::basic_stream_socket<tcp, Executor>;
 
-    Session(asio::io_context& worker, Routes& routes, asio::thread_pool& slow)
+    Session(asio::io_context& worker, Routes& routes, asio::thread_pool& slow,
+            const std::string& common_headers, ConnectionBudget& budget)
         : socket_(worker.get_executor()), timer_(worker.get_executor()), routes_(routes),
-          slow_(slow) {}
+          slow_(slow), common_headers_(common_headers), budget_(budget) {}
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+    ~Session() {
+        if (!client_.empty()) {
+            budget_.release(client_);
+        }
+    }
 
     Socket& socket() { return socket_; }
+    // Acceptor's thread, before start(): the connection's place in the budget, given back
+    // when the session ends.
+    void holdBudget(std::string client) { client_ = std::move(client); }
 
     void start() {
         touch();
@@ -150,14 +163,8 @@ private:
         keep_alive_ = req.keep_alive();
         head_ = req.method() == http::verb::head;
         version_ = req.version();
-        bool target_ok = true;
-        toRequest(req, request_, target_ok);
-        if (!target_ok) {
-            Response bad;
-            bad.status = 400;
-            bad.body = R"({"error": "The request data was invalid"})";
-            respond(std::move(bad));
-        } else if (Routes::isSlow(request_)) {
+        toRequest(req, request_);
+        if (Routes::isSlow(request_)) {
             // SQL runs on the slow-route thread, the answer comes back to the worker.
             asio::post(slow_, [self = shared_from_this()]() mutable {
                 Response res = self->routes_.handle(self->request_);
@@ -171,10 +178,9 @@ private:
     }
 
     void respond(Response res) {
-        routes_.countPath(request_.path, res.status);
         touch();
         out_.clear();
-        appendHead(out_, version_, res, keep_alive_);
+        appendHead(out_, version_, res, keep_alive_, common_headers_);
         if (!res.stream) {
             // Content-Length, also for HEAD (the length of the body GET would get) and on
             // a 204 (0), as Beast's serializer wrote it.
@@ -278,6 +284,9 @@ private:
     Clock::time_point deadline_{};
     Routes& routes_;
     asio::thread_pool& slow_;
+    const std::string& common_headers_;
+    ConnectionBudget& budget_;
+    std::string client_; // the client IP counted in budget_ (empty: none)
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     Request request_; // the current request, its strings reused from one to the next
@@ -291,11 +300,23 @@ private:
     bool head_ = false;
 };
 
+// The per-IP budget's key: the address, an IPv4-mapped IPv6 one (a dual-stack [::]
+// listener's IPv4 client) as the IPv4 address it is.
+std::string clientKey(const asio::ip::address& a) {
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+        return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+    }
+    return a.to_string();
+}
+
 } // namespace
 
-Server::Server(asio::io_context& io, const tcp::endpoint& ep, Routes& routes, unsigned workers)
-    : acceptor_(io), retry_(io), routes_(routes) {
-    for (unsigned i = 0; i < std::max(1u, workers); ++i) {
+Server::Server(asio::io_context& io, const tcp::endpoint& ep, Routes& routes,
+               const ServerOptions& options)
+    : budget_(options.max_connections, options.max_per_ip),
+      common_headers_(commonHeaders(routes.corsOrigin())), acceptor_(io), retry_(io),
+      routes_(routes) {
+    for (unsigned i = 0; i < std::max(1u, options.workers); ++i) {
         workers_.push_back(std::make_unique<asio::io_context>(1));
         guards_.push_back(asio::make_work_guard(*workers_.back()));
     }
@@ -305,7 +326,8 @@ Server::Server(asio::io_context& io, const tcp::endpoint& ep, Routes& routes, un
         acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
     }
     if (!ec && ep.address().is_v6()) {
-        acceptor_.set_option(asio::ip::v6_only(true), ec);
+        // [::] takes IPv4 too (dual stack); any other IPv6 address is IPv6 only anyway.
+        acceptor_.set_option(asio::ip::v6_only(!ep.address().is_unspecified()), ec);
     }
     if (!ec) {
         acceptor_.bind(ep, ec);
@@ -333,6 +355,8 @@ void Server::start() {
             ctx->run();
         });
     }
+    // The slow-route thread (/stats) is thread_pool's own: named from inside.
+    asio::post(slow_, [] { pthread_setname_np(pthread_self(), "sp-api-stats"); });
     accept();
 }
 
@@ -351,8 +375,8 @@ void Server::stop() {
 }
 
 void Server::accept() {
-    auto session =
-        std::make_shared<Session>(*workers_[next_worker_++ % workers_.size()], routes_, slow_);
+    auto session = std::make_shared<Session>(*workers_[next_worker_++ % workers_.size()], routes_,
+                                             slow_, common_headers_, budget_);
     acceptor_.async_accept(
         session->socket(), [self = shared_from_this(), session](boost::system::error_code ec) {
             if (ec == asio::error::operation_aborted) {
@@ -368,6 +392,15 @@ void Server::accept() {
                 });
                 return;
             }
+            auto client = clientKey(session->socket().remote_endpoint(ec).address());
+            if (ec || !self->budget_.tryAcquire(client)) {
+                // Over budget (counted) or already gone: closed at once, nothing read.
+                boost::system::error_code ignored;
+                session->socket().close(ignored);
+                self->accept();
+                return;
+            }
+            session->holdBudget(std::move(client));
             session->socket().set_option(tcp::no_delay(true), ec);
             // The session's handlers all run on its worker thread, its start too.
             asio::post(session->socket().get_executor(), [session] { session->start(); });

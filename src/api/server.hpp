@@ -15,28 +15,41 @@
 #include <thread>
 #include <vector>
 
+#include "api/limits.hpp"
 #include "api/routes.hpp"
 
 namespace sp::api {
 
+struct ServerOptions {
+    unsigned workers = 1;               // worker threads ("sp-api"), at least 1
+    std::size_t max_connections = 1024; // open connections at most; more are closed at once
+    std::size_t max_per_ip = 64;        // open connections per client IP at most
+};
+
 class Server : public std::enable_shared_from_this<Server> {
 public:
     // Binds and listens now; throws std::runtime_error naming the address. The acceptor runs
-    // on `io`; `workers` (threads >= 1) get their own io_context and thread at start().
+    // on `io`; the workers get their own io_context and thread at start(). [::] listens
+    // dual stack (IPv4 clients too).
     Server(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& ep, Routes& routes,
-           unsigned workers);
+           const ServerOptions& options);
     ~Server();
 
     void start();
     // Stops the workers and the slow-route thread; open connections are dropped.
     void stop();
     boost::asio::ip::tcp::endpoint localEndpoint() const { return local_; }
+    // Any thread: the connection budget's gauge and refusals.
+    void collect(core::MetricsWriter& w) const { budget_.collect(w); }
 
 private:
     void accept();
 
     using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
 
+    // Before workers_: sessions (destroyed with their worker's io_context) refer to these.
+    ConnectionBudget budget_;
+    std::string common_headers_; // after Content-Type in every response
     std::vector<std::unique_ptr<boost::asio::io_context>> workers_;
     std::vector<WorkGuard> guards_;
     std::vector<std::thread> threads_;

@@ -530,6 +530,33 @@ void buildOptions(Table& app, Config& c, Raw& raw) {
     app.secret(addOption(app, "--api-token", c.api_token, "SENTRYPEER_API_TOKEN",
                          "Require 'Authorization: Bearer <token>' on every route but "
                          "/health-check (secret: --check-config does not print it)"));
+    addOption(app, "--api-threads", c.api_threads, "SENTRYPEER_API_THREADS",
+              "REST API worker threads")
+        ->check(CLI::Range(1, 64));
+    addOption(app, "--api-max-connections", c.api_max_connections, "SENTRYPEER_API_MAX_CONNECTIONS",
+              "Open REST API connections at most; more are closed at once")
+        ->check(CLI::Range(1, 1000000));
+    addOption(app, "--api-max-per-ip", c.api_max_per_ip, "SENTRYPEER_API_MAX_PER_IP",
+              "Open REST API connections per client IP at most; more are closed at once")
+        ->check(CLI::Range(1, 1000000));
+    addOption(app, "--api-max-lists", c.api_max_lists, "SENTRYPEER_API_MAX_LISTS",
+              "Full lists (no ?limit) and exports answered at once; more get 503 + Retry-After")
+        ->check(CLI::Range(1, 1024));
+    addOption(app, "--api-cors-origin", c.api_cors_origin, "SENTRYPEER_API_CORS_ORIGIN",
+              "Send 'Access-Control-Allow-Origin: ORIGIN' (default: no CORS header, so no web "
+              "page can read the API)")
+        ->check(
+            [](const std::string& v) {
+                bool ok =
+                    !v.empty() && v.size() <= 256 && std::none_of(v.begin(), v.end(), [](char ch) {
+                        return static_cast<unsigned char>(ch) < 0x21 || ch == 0x7f;
+                    });
+                // The value is not echoed: it may hold line breaks.
+                return ok ? std::string()
+                          : std::string("not an origin (one token without spaces or control "
+                                        "characters, e.g. https://dash.example)");
+            },
+            "ORIGIN");
     // Peer to peer
     // -p and --no-p2p are the command line's spellings; the file and the environment use
     // peer_to_peer / SENTRYPEER_PEER_TO_PEER.

@@ -65,6 +65,11 @@ struct Config {
     bool api = false;
     HostPort api_listen{"127.0.0.1", 8082};
     std::string api_token; // secret: --check-config never prints it
+    unsigned api_threads = 1; // API worker threads: 1 measured best on 2 cores (docs/API.md)
+    std::size_t api_max_connections = 1024; // ~20 KiB each at most: ~20 MiB on a 1 GiB VM
+    std::size_t api_max_per_ip = 64;        // one client cannot take the whole budget
+    std::size_t api_max_lists = 4;          // full lists/exports at once: each snapshots the index
+    std::string api_cors_origin;            // empty: no Access-Control-Allow-Origin header
 
     // Peer to peer (OpenDHT): on unless opted out
     bool p2p = true;

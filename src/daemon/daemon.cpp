@@ -246,17 +246,24 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
 }
 
 void startApi(const config::Config& c, Runtime& rt) {
-    api::ApiOptions options{c.api_token, c.db_file, c.max_age, {}};
+    api::ApiOptions options{c.api_token, c.db_file,         c.max_age,
+                            {},          c.api_cors_origin, c.api_max_lists};
     if (rt.p2p) {
         options.p2p_status = [p = rt.p2p] { return p->statusJson(); };
     }
     rt.routes =
         std::make_unique<api::Routes>(std::move(options), rt.store->index(), rt.clock, rt.metrics);
     rt.routes->registerMetrics(rt.metrics);
+    api::ServerOptions server{c.api_threads, c.api_max_connections, c.api_max_per_ip};
     rt.api = std::make_shared<api::Server>(rt.io, endpoint<asio::ip::tcp::endpoint>(c.api_listen),
-                                           *rt.routes, c.threads);
+                                           *rt.routes, server);
+    rt.metrics.add([s = rt.api](core::MetricsWriter& w) { s->collect(w); });
     auto ep = rt.api->localEndpoint();
-    rt.listening.push_back("API http://" + c.api_listen.host + ":" + std::to_string(ep.port()));
+    // A URL: an IPv6 host in brackets (http://[::]:8082).
+    const std::string& host = c.api_listen.host;
+    bool v6 = host.find(':') != std::string::npos;
+    rt.listening.push_back("API http://" + (v6 ? "[" + host + "]" : host) + ":" +
+                           std::to_string(ep.port()));
 }
 
 // The never-block list also holds the daemon's own listen addresses (beside the interface

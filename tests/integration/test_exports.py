@@ -116,6 +116,42 @@ def test_plain_format_one_ip_per_line(exporting):
     # same order as the JSON list (newest first)
     js = http_request(d.api_port, "/ip-addresses").json()["ip_addresses"]
     assert lines == [e["ip_address"] for e in js], (r, js)
+    # exact bytes: the database's sources, newest first (then by address), one per line
+    seen = db_seen(d.db_path, "source_ip")
+    order = sorted(seen, key=lambda ip: (-seen[ip][2], ip.encode()))
+    assert r.body == "".join(ip + "\n" for ip in order).encode(), (r, order)
+
+
+def export_while_listed(d, path: str, ip: str = "127.0.0.1", attempts: int = 5) -> bytes:
+    """Probes from ip, then fetches path until ip is in it (the index is fed asynchronously;
+    with a 1 s retention the entry may be pruned before: probe again, bounded)."""
+    for _ in range(attempts):
+        send_udp(d, "OPTIONS", "100", src_host=ip)
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:
+            r = http_request(d.api_port, path)
+            assert r.status == 200, r
+            if f" {ip} ".encode() in r.body:
+                return r.body
+            time.sleep(0.01)
+    pytest.fail(f"{ip} never listed in {path} within {attempts} probes")
+
+
+def test_export_timeouts_never_go_below_the_floor(make_daemon):
+    """With --max-age 1s every listed entry has less than a second left, which rounds down
+    to 0: ipset's and nft's `timeout 0` means a permanent ban, so the floor (1) must hold.
+    Exact bytes of both scripts."""
+    d = api_daemon(make_daemon, args=["--max-age", "1s"])
+    ipset = export_while_listed(d, "/ip-addresses?format=ipset&set=s")
+    assert ipset == (b"create s hash:ip family inet timeout 1\n"
+                     b"create s_v6 hash:ip family inet6 timeout 1\n"
+                     b"add s 127.0.0.1 timeout 1\n"), ipset
+    nft = export_while_listed(d, "/ip-addresses?format=nft&set=s&table=t")
+    assert nft == (b"table inet t {\n"
+                   b"\tset s {\n\t\ttype ipv4_addr\n\t\tflags timeout\n"
+                   b"\t\telements = { 127.0.0.1 timeout 1s }\n\t}\n"
+                   b"\tset s_v6 {\n\t\ttype ipv6_addr\n\t\tflags timeout\n\t}\n"
+                   b"}\n"), nft
 
 
 def test_ipset_script_shape(exporting):
@@ -135,6 +171,23 @@ def test_ipset_script_shape(exporting):
     for ip, (setname, timeout) in adds.items():
         assert setname == (f"{SET}_v6" if ":" in ip else SET), line
         assert MAX_AGE_S - 120 <= timeout <= MAX_AGE_S, (ip, timeout)
+    # Exact bytes: list order, each timeout what remained of the entry's retention while
+    # the request ran (whole seconds, wall clock on both sides).
+    t0 = time.time()
+    r = http_request(d.api_port, f"/ip-addresses?format=ipset&set={SET}")
+    t1 = time.time()
+    seen = db_seen(d.db_path, "source_ip")
+    order = sorted(seen, key=lambda ip: (-seen[ip][2], ip.encode()))
+    got = dict(re.findall(r"add \S+ (\S+) timeout (\d+)\n", r.body.decode()))
+    for ip in order:
+        last_s = seen[ip][2] / 1e6
+        assert int(MAX_AGE_S - (t1 - last_s)) - 1 <= int(got[ip]) <= \
+            int(MAX_AGE_S - (t0 - last_s)) + 1, (ip, got[ip], t0, t1, last_s)
+    expected = (f"create {SET} hash:ip family inet timeout {MAX_AGE_S}\n"
+                f"create {SET}_v6 hash:ip family inet6 timeout {MAX_AGE_S}\n" +
+                "".join(f"add {SET}{'_v6' if ':' in ip else ''} {ip} timeout {got[ip]}\n"
+                        for ip in order))
+    assert r.body == expected.encode(), (r, expected)
     # /ip-addresses/ipset is the same script with the default set name
     alias = http_request(d.api_port, "/ip-addresses/ipset")
     default = http_request(d.api_port, "/ip-addresses?format=ipset")
