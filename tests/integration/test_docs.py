@@ -269,6 +269,43 @@ if __name__ != "__main__":
         assert p.returncode == 0, (f"the example at {block['file']}:{block['line']} fails as "
                                    f"written:\n{block['text']}\n{p.stdout}\n{p.stderr}")
 
+    def test_every_metrics_family_is_documented(make_daemon, tmp_path):
+        """docs/METRICS.md lists every family /metrics exposes (all sinks and peer to peer
+        on), each with its label names in /metrics order: `name{label,label}` or `name`."""
+        from conftest import free_port
+        from test_p2p import free_udp_port, private_network
+        import urllib.request
+
+        api = free_port(udp=False)
+        hook = free_port(udp=False)  # nothing listens: the webhook's counters exist anyway
+        d = make_daemon(tls=True, args=[
+            "-a", "--api-listen", f"127.0.0.1:{api}", "-j", "-l", str(tmp_path / "j.log"),
+            "-w", f"http://127.0.0.1:{hook}/events", "--dht-port", str(free_udp_port()),
+            "--dht-network", str(private_network()), "--dht-no-rate-limit",
+            "-b", f"127.0.0.1:{free_udp_port()}"])
+        d.barrier()  # one event, so labelled families have a sample
+        for _ in range(2):  # the second answer counts the first request too
+            with urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        exposed = {}
+        for line in text.splitlines():
+            m = re.match(r"^# TYPE (sentrypeer_\w+) ", line)
+            if m:
+                exposed.setdefault(m.group(1), ())
+                continue
+            m = re.match(r"^(sentrypeer_\w+)(?:\{(.*)\})? ", line)
+            if m and m.group(2) and not exposed.get(m.group(1)):
+                exposed[m.group(1)] = tuple(re.findall(r'(\w+)="', m.group(2)))
+        assert len(exposed) >= 20, text
+        doc = (REPO_ROOT / "docs" / "METRICS.md").read_text()
+        missing = []
+        for name, labels in sorted(exposed.items()):
+            want = f"`{name}{{{','.join(labels)}}}`" if labels else f"`{name}`"
+            if want not in doc:
+                missing.append(want)
+        assert not missing, ("docs/METRICS.md does not document (labels in /metrics order, "
+                             "comma-separated, no spaces):\n" + "\n".join(missing))
+
     def test_convention_parser(tmp_path):
         """Directives, continuation lines and daemon detection, on a made-up document."""
         doc = tmp_path / "x.md"
