@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,14 +201,17 @@ def run_block(block: dict, binary: str) -> int:
         if ok and daemons:
             time.sleep(1.0)  # a daemon failing just after its ready line is caught here
     finally:
+        running = []
         for command, p, log in daemons:
             if p.poll() is not None:
-                print(f"FAIL: `{command}` exited (status {p.returncode}) before the end:\n"
-                      f"{log.read_text(errors='replace')[-4000:]}")
+                if ok:  # else its failure was reported already
+                    print(f"FAIL: `{command}` exited (status {p.returncode}) before the end:"
+                          f"\n{log.read_text(errors='replace')[-4000:]}")
                 ok = False
                 continue
             p.send_signal(signal.SIGTERM)
-        for command, p, log in daemons:
+            running.append((command, p, log))
+        for command, p, log in running:
             try:
                 rc = p.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -220,6 +224,7 @@ def run_block(block: dict, binary: str) -> int:
                 print(f"FAIL: `{command}` exited with status {rc} on SIGTERM:\n"
                       f"{log.read_text(errors='replace')[-4000:]}")
                 ok = False
+        shutil.rmtree(work, ignore_errors=True)
     print("-- ok" if ok else "-- failed")
     return 0 if ok else 1
 
