@@ -284,3 +284,20 @@ TEST(RateLimit, AllowsExactlyBurstThenOnePerInterval) {
     EXPECT_TRUE(rested.allow(later));
     EXPECT_FALSE(rested.allow(later));
 }
+
+// Label values per the exposition format: backslash, double quote and line feed escaped
+// (\\ \" \n), everything else as is; a label value can never end the line or the quotes.
+TEST(Metrics, LabelValuesAreEscaped) {
+    MetricsRegistry r;
+    r.add([](MetricsWriter& w) {
+        w.family("x_total", "counter", "X");
+        w.sample(std::uint64_t{1}, {{"v", "a\\b"}});
+        w.sample(std::uint64_t{2}, {{"v", "q\"\n\\\"z"}});
+        w.sample(std::uint64_t{3}, {{"v", "tab\there"}});
+    });
+    EXPECT_EQ(r.render(), "# HELP sentrypeer_x_total X\n"
+                          "# TYPE sentrypeer_x_total counter\n"
+                          "sentrypeer_x_total{v=\"a\\\\b\"} 1\n"
+                          "sentrypeer_x_total{v=\"q\\\"\\n\\\\\\\"z\"} 2\n"
+                          "sentrypeer_x_total{v=\"tab\there\"} 3\n");
+}
