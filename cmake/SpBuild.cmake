@@ -10,10 +10,24 @@ endif()
 # Boost 1.74's asio/awaitable.hpp misses <utility> under C++20.
 add_compile_options(-include utility)
 
+if(SP_SANITIZE AND SP_TSAN)
+    message(FATAL_ERROR "SP_SANITIZE (ASan) and SP_TSAN cannot be combined: use two builds")
+endif()
 if(SP_SANITIZE)
     add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer
         -fno-sanitize-recover=undefined)
     add_link_options(-fsanitize=address,undefined)
+endif()
+# ThreadSanitizer (preset tsan): unit tests only. Third-party libraries (libosip2, sqlite,
+# OpenDHT, curl) are not instrumented, so races inside them are not seen.
+if(SP_TSAN)
+    add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+    add_link_options(-fsanitize=thread)
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+        # GCC warns that TSan does not model atomic_thread_fence (asio's fenced blocks use
+        # them); asio also synchronises with mutexes, which TSan sees.
+        add_compile_options(-Wno-tsan)
+    endif()
 endif()
 # Under AddressSanitizer (and in fuzz builds) libosip2 allocates with malloc, not from the
 # parser's arena, so that every osip allocation is checked (src/sip/parse.cpp).

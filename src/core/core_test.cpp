@@ -186,3 +186,118 @@ TEST(Text, TimestampFormatterAgreesWithGmtime) {
         EXPECT_EQ(formatTimestamp(TimePoint{std::chrono::seconds(secs) + 7ns}), expected) << secs;
     }
 }
+
+// Every C0 control byte, alone and inside text: the exact escape (short forms for TAB, LF and
+// CR, \u00XX in lowercase hex for the others), and the JSON parses back to the original bytes.
+// A mutation dropping any escape range (e.g. 0x10-0x1f) must fail here.
+TEST(Json, EscapesEveryControlByteExactlyAndRoundTrips) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (int b = 0x00; b <= 0x1f; ++b) {
+        const std::string raw(1, static_cast<char>(b));
+        std::string expected;
+        switch (b) {
+        case '\t':
+            expected = "\\t";
+            break;
+        case '\n':
+            expected = "\\n";
+            break;
+        case '\r':
+            expected = "\\r";
+            break;
+        default:
+            expected = std::string("\\u00") + kHex[b >> 4] + kHex[b & 0x0f];
+        }
+        std::string out;
+        appendJsonString(out, raw);
+        EXPECT_EQ(out, "\"" + expected + "\"") << "byte 0x" << std::hex << b;
+        const std::string text = "a" + raw + "b" + raw;
+        out.clear();
+        appendJsonString(out, text);
+        EXPECT_EQ(out, "\"a" + expected + "b" + expected + "\"") << "byte 0x" << std::hex << b;
+        ASSERT_TRUE(nlohmann::json::accept(out)) << out;
+        EXPECT_EQ(nlohmann::json::parse(out).get<std::string>(), text)
+            << "byte 0x" << std::hex << b;
+    }
+    // All 32 at once, and DEL (0x7f) which JSON allows raw.
+    std::string all;
+    for (int b = 0x00; b <= 0x1f; ++b) {
+        all.push_back(static_cast<char>(b));
+    }
+    all.push_back('\x7f');
+    std::string out;
+    appendJsonString(out, all);
+    EXPECT_EQ(nlohmann::json::parse(out).get<std::string>(), all);
+    EXPECT_EQ(out.find_first_of(std::string_view("\x00\x1f", 2)), std::string::npos);
+}
+
+// DEL (0x7f) is a control character: peers reject events containing it, so sanitizeBytes
+// escapes it in both modes, like the C0 controls, and keeps the printable neighbours.
+TEST(Text, SanitizeEscapesDel) {
+    EXPECT_EQ(sanitizeBytes("a\x7f"
+                            "b",
+                            true),
+              "a\\x7fb");
+    EXPECT_EQ(sanitizeBytes("a\x7f"
+                            "b",
+                            false),
+              "a\\x7fb");
+    EXPECT_EQ(sanitizeBytes("\x7f", true), "\\x7f");
+    EXPECT_EQ(sanitizeBytes("~ \x7f\r\n", true), "~ \\x7f\r\n");
+    EXPECT_EQ(sanitizeBytes("~", true), "~"); // 0x7e is printable
+    // Every C0 control but TAB/CR/LF, and with keep_line_breaks=false those three too.
+    for (int b = 0x00; b <= 0x1f; ++b) {
+        const std::string raw(1, static_cast<char>(b));
+        const bool line_break = b == '\t' || b == '\r' || b == '\n';
+        char esc[8];
+        std::snprintf(esc, sizeof esc, "\\x%02x", b);
+        EXPECT_EQ(sanitizeBytes(raw, true), line_break ? raw : std::string(esc)) << b;
+        EXPECT_EQ(sanitizeBytes(raw, false), std::string(esc)) << b;
+    }
+}
+
+// The bucket allows exactly `burst` calls at one instant, then exactly one per 1/rate (4/s:
+// 250 ms, exact in binary floating point, so the edges are exact too).
+TEST(RateLimit, AllowsExactlyBurstThenOnePerInterval) {
+    const TimePoint t{std::chrono::hours(1)};
+    auto drained = [&] {
+        TokenBucket bucket(4.0, 3.0);
+        EXPECT_TRUE(bucket.allow(t));
+        EXPECT_TRUE(bucket.allow(t));
+        EXPECT_TRUE(bucket.allow(t));
+        EXPECT_FALSE(bucket.allow(t));
+        EXPECT_EQ(bucket.takeSuppressed(), 1u);
+        return bucket;
+    };
+    auto early = drained();
+    EXPECT_FALSE(early.allow(t + 249ms));
+    auto on_time = drained();
+    EXPECT_TRUE(on_time.allow(t + 250ms));
+    EXPECT_FALSE(on_time.allow(t + 250ms));
+    EXPECT_EQ(on_time.takeSuppressed(), 1u);
+    EXPECT_EQ(on_time.takeSuppressed(), 0u);
+    // A long pause refills to `burst`, not beyond.
+    auto rested = drained();
+    const TimePoint later = t + 1h;
+    EXPECT_TRUE(rested.allow(later));
+    EXPECT_TRUE(rested.allow(later));
+    EXPECT_TRUE(rested.allow(later));
+    EXPECT_FALSE(rested.allow(later));
+}
+
+// Label values per the exposition format: backslash, double quote and line feed escaped
+// (\\ \" \n), everything else as is; a label value can never end the line or the quotes.
+TEST(Metrics, LabelValuesAreEscaped) {
+    MetricsRegistry r;
+    r.add([](MetricsWriter& w) {
+        w.family("x_total", "counter", "X");
+        w.sample(std::uint64_t{1}, {{"v", "a\\b"}});
+        w.sample(std::uint64_t{2}, {{"v", "q\"\n\\\"z"}});
+        w.sample(std::uint64_t{3}, {{"v", "tab\there"}});
+    });
+    EXPECT_EQ(r.render(), "# HELP sentrypeer_x_total X\n"
+                          "# TYPE sentrypeer_x_total counter\n"
+                          "sentrypeer_x_total{v=\"a\\\\b\"} 1\n"
+                          "sentrypeer_x_total{v=\"q\\\"\\n\\\\\\\"z\"} 2\n"
+                          "sentrypeer_x_total{v=\"tab\there\"} 3\n");
+}
