@@ -6,10 +6,12 @@
 
 namespace sp::api {
 
-Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool with_first) {
+Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool with_first,
+               const block::Policy* blocking) {
     Page page;
     page.with_first = with_first;
-    index.read([&](const store::Index::Maps& maps) {
+    // A snapshot: no lock is held while the list is copied, the writer goes on meanwhile.
+    index.read([&](const store::IndexSnapshot& maps) {
         const auto& map = ips ? maps.by_ip : maps.by_number;
         // Generous: pages never written to stay out of the resident set.
         page.entries.reserve(map.size());
@@ -25,7 +27,20 @@ Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool wit
                             (seen.last == q.after->last && key <= q.after->key))) {
                 continue; // not after the cursor in list order
             }
-            page.entries.pushBack(Entry{seen.last, seen.count,
+            const std::uint64_t count = store::countOf(seen, q.origin);
+            if (count == 0) {
+                continue; // no event of the asked origin
+            }
+            if (blocking != nullptr) {
+                const bool local = q.origin != store::OriginFilter::Peer;
+                const bool peer = q.origin != store::OriginFilter::Local;
+                if (!blocking->shouldBlock(key, block::Evidence{local ? seen.local : 0,
+                                                                peer ? seen.peer : 0,
+                                                                peer ? seen.reporters : 0})) {
+                    continue;
+                }
+            }
+            page.entries.pushBack(Entry{seen.last, count,
                                         static_cast<std::uint32_t>(page.keys.size()),
                                         static_cast<std::uint32_t>(key.size())});
             if (with_first) {
@@ -50,7 +65,7 @@ Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool wit
 }
 
 IndexTotals indexTotals(const store::Index& index) {
-    return index.read([](const store::Index::Maps& m) {
+    return index.read([](const store::IndexSnapshot& m) {
         return IndexTotals{m.events, m.by_ip.size(), m.by_number.size()};
     });
 }

@@ -19,6 +19,7 @@
 
 #include "api/http.hpp"
 #include "api/list_query.hpp"
+#include "block/policy.hpp"
 #include "core/clock.hpp"
 #include "store/store.hpp"
 
@@ -133,7 +134,11 @@ struct Page {
 
 // The entries of the IP (ips) or number map that match q, sorted, cut at q.limit (then
 // `next` is set). Takes the index's shared lock while copying.
-Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool with_first = false);
+// The keys of the index that q selects (origin, since, prefix, after the cursor), newest
+// first, at most q.limit. With `blocking`, only the addresses that policy blocks (on the
+// events of q's origin): what the firewall exports list.
+Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool with_first = false,
+               const block::Policy* blocking = nullptr);
 
 struct IndexTotals {
     std::uint64_t events = 0;

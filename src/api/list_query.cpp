@@ -58,6 +58,13 @@ bool parseListQuery(const Request& r, core::TimePoint now, ListQuery& q) {
     if (auto v = r.numberParam("prefix")) {
         q.prefix = std::move(*v);
     }
+    if (auto v = r.param("origin")) {
+        auto origin = store::parseOriginFilter(*v);
+        if (!origin) {
+            return false;
+        }
+        q.origin = *origin;
+    }
     return true;
 }
 

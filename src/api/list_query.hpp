@@ -11,6 +11,7 @@
 
 #include "api/http.hpp"
 #include "core/clock.hpp"
+#include "store/index.hpp"
 
 namespace sp::api {
 
@@ -26,6 +27,7 @@ struct ListQuery {
     std::optional<Cursor> after;      // ?after=<cursor>
     std::optional<core::TimePoint> since;
     std::string prefix; // ?prefix= (numbers only; a leading '+' kept, see numberParam)
+    store::OriginFilter origin = store::OriginFilter::All; // ?origin=local|peer|all
 };
 
 // The largest cursor time: what core::TimePoint can hold, in microseconds.

@@ -42,7 +42,9 @@ Response Routes::listIps(const Request& r, const std::string& format) {
             return tooManyLists();
         }
     }
-    auto page = std::make_shared<Page>(listIndex(index_, true, q));
+    // Firewall formats list only what the blocking policy blocks; JSON lists what is known.
+    auto page = std::make_shared<Page>(
+        listIndex(index_, true, q, false, format == "json" ? nullptr : policy_.get()));
     page->slot = std::move(slot);
     if (format == "json") {
         if (page->entries.empty()) {

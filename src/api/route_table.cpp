@@ -116,8 +116,11 @@ bool Routes::isSlow(const Request& request) {
 
 Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock& clock,
                const core::MetricsRegistry& metrics)
-    : options_(std::move(options)), index_(index), clock_(clock), metrics_(metrics),
-      lists_(options_.max_lists), counts_(std::make_unique<StatusCounts[]>(table().size() + 1)),
+    : options_(std::move(options)),
+      policy_(options_.policy ? options_.policy
+                              : std::make_shared<const block::Policy>(block::PolicyOptions{})),
+      index_(index), clock_(clock), metrics_(metrics), lists_(options_.max_lists),
+      counts_(std::make_unique<StatusCounts[]>(table().size() + 1)),
       stats_query_(std::make_unique<store::StatsQuery>(options_.db_path)) {}
 
 Routes::~Routes() = default;

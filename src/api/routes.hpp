@@ -26,6 +26,7 @@
 
 #include "api/http.hpp"
 #include "api/limits.hpp"
+#include "block/policy.hpp"
 #include "core/clock.hpp"
 #include "core/metrics.hpp"
 #include "store/store.hpp"
@@ -43,6 +44,9 @@ struct ApiOptions {
     std::function<std::string()> p2p_status; // JSON for /p2p/status; empty when p2p is off
     std::string cors_origin;                 // Access-Control-Allow-Origin; empty: none
     std::size_t max_lists = 4;               // full lists/exports answered at once
+    // The one blocking policy (never-block list, reporters, --block-after) that decides what
+    // the firewall exports list; null: a policy with the defaults.
+    std::shared_ptr<const block::Policy> policy;
 };
 
 class Routes;
@@ -107,6 +111,7 @@ private:
     Response listIps(const Request& r, const std::string& format); // list_routes.cpp
 
     ApiOptions options_;
+    std::shared_ptr<const block::Policy> policy_; // options_.policy, or one with the defaults
     const store::Index& index_;
     const core::Clock& clock_;
     const core::MetricsRegistry& metrics_;

@@ -56,7 +56,7 @@ struct Config {
     std::string sip_server_header;
     // Responsive mode, UDP: replies per second per destination IP (burst: one second's
     // worth); 10 answers any real scanner yet caps a spoofed-source reflection; 0 = unlimited.
-    std::size_t sip_reply_rate = 10;
+    std::size_t sip_reply_rate = 100;
     std::size_t tcp_max_connections = 10000;
     std::size_t tcp_max_per_ip = 100;
     std::chrono::seconds tcp_idle_timeout{30};

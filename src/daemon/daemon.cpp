@@ -246,8 +246,13 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
 }
 
 void startApi(const config::Config& c, Runtime& rt) {
-    api::ApiOptions options{c.api_token, c.db_file,         c.max_age,
-                            {},          c.api_cors_origin, c.api_max_lists};
+    api::ApiOptions options{.token = c.api_token,
+                            .db_path = c.db_file,
+                            .max_age = c.max_age,
+                            .p2p_status = {},
+                            .cors_origin = c.api_cors_origin,
+                            .max_lists = c.api_max_lists,
+                            .policy = rt.policy};
     if (rt.p2p) {
         options.p2p_status = [p = rt.p2p] { return p->statusJson(); };
     }
@@ -257,7 +262,8 @@ void startApi(const config::Config& c, Runtime& rt) {
     api::ServerOptions server{c.api_threads, c.api_max_connections, c.api_max_per_ip};
     rt.api = std::make_shared<api::Server>(rt.io, endpoint<asio::ip::tcp::endpoint>(c.api_listen),
                                            *rt.routes, server);
-    rt.metrics.add([s = rt.api](core::MetricsWriter& w) { s->collect(w); });
+    // Not a shared_ptr: the registry outlives rt.io, and the server's acceptor must go first.
+    rt.metrics.add([s = rt.api.get()](core::MetricsWriter& w) { s->collect(w); });
     auto ep = rt.api->localEndpoint();
     // A URL: an IPv6 host in brackets (http://[::]:8082).
     const std::string& host = c.api_listen.host;

@@ -48,8 +48,8 @@ ALLOW = 'block_never_block_entries{source="allow"}'
      "sentrypeer: --allow: '192.0.2.0/33' is not a CIDR or an address: the prefix length is "
      "more than 32"),
     ([], {"SENTRYPEER_ALLOW": "192.0.2.0/24,nonsense"},
-     "sentrypeer: --allow: 'nonsense' is not a CIDR or an address: not an IPv4 or IPv6 "
-     "address (from SENTRYPEER_ALLOW)"),
+     "sentrypeer: SENTRYPEER_ALLOW: 'nonsense' is not a CIDR or an address: not an IPv4 or "
+     "IPv6 address"),
     (["--block-after", "0"], {}, "sentrypeer: --block-after: Value 0 not in range 1 to 1000000000"),
     (["--peer-min-reporters", "-1"], {}, None),
     (["--p2p-max-peer-rate", "0"], {}, None),
@@ -126,5 +126,6 @@ def test_allow_as_toml_list_and_env(make_daemon, tmp_path):
     conf.write_text('allow = ["192.0.2.0/24", "192.0.2.1/24"]\n')
     res = run_binary(["-g", conf, "-f", tmp_path / "x.db", "--no-p2p"])
     assert res.returncode == 2, res.stderr
-    assert res.stderr.strip() == ("sentrypeer: --allow: '192.0.2.1/24' is not a CIDR or an "
-                                  "address: host bits are set (the network is 192.0.2.0/24)")
+    assert res.stderr.strip() == (f"sentrypeer: {conf}:1: allow: '192.0.2.1/24' is not a CIDR "
+                                  "or an address: host bits are set (the network is "
+                                  "192.0.2.0/24)")
