@@ -475,3 +475,53 @@ TEST(Http, NumberParamReadsALeadingSpaceAsPlus) {
     EXPECT_EQ(r.numberParam("prefix"), "+44");
     EXPECT_EQ(r.numberParam("nope"), std::nullopt);
 }
+
+namespace {
+
+// Peer data passes the one blocking policy before any firewall export lists it; the JSON
+// lists (SentryPeer's) list everything, filtered by ?origin.
+TEST_F(RoutesTest, FirewallExportsListOnlyWhatThePolicyBlocks) {
+    block::PolicyOptions po;
+    po.allow = {"198.51.100.0/24"};
+    api::ApiOptions o;
+    o.policy = std::make_shared<const block::Policy>(po);
+    make(std::move(o));
+    auto peer = [&](const std::string& ip, const std::string& reporter) {
+        index.add(ip, "100", clock.now(), core::Origin::Peer, reporter);
+        index.publish();
+    };
+    peer("203.0.113.9", "node-a"); // one reporter: not enough (default 2)
+    peer("127.0.0.1", "node-a");   // loopback: never
+    peer("127.0.0.1", "node-b");
+    peer("198.51.100.7", "node-a"); // allow-listed: never
+    peer("198.51.100.7", "node-b");
+    probe("192.0.2.1", "200"); // local: always counts
+    EXPECT_EQ(body(get("/ip-addresses?format=plain")), "192.0.2.1\n");
+    EXPECT_EQ(body(get("/ip-addresses?format=plain&origin=peer")), "");
+    auto all = body(get("/ip-addresses"));
+    for (const char* ip : {"203.0.113.9", "127.0.0.1", "198.51.100.7", "192.0.2.1"}) {
+        EXPECT_NE(all.find(ip), std::string::npos) << ip;
+    }
+    auto local = body(get("/ip-addresses?origin=local"));
+    EXPECT_NE(local.find("192.0.2.1"), std::string::npos);
+    EXPECT_EQ(local.find("203.0.113.9"), std::string::npos);
+    auto peers = body(get("/ip-addresses?origin=peer"));
+    EXPECT_EQ(peers.find("192.0.2.1"), std::string::npos);
+    EXPECT_NE(peers.find("203.0.113.9"), std::string::npos);
+
+    peer("203.0.113.9", "node-b"); // a second reporter: now it is blocked
+    EXPECT_EQ(body(get("/ip-addresses?format=plain")),
+              "192.0.2.1\n203.0.113.9\n"); // same time: by key
+    auto nft = body(get("/ip-addresses?format=nft"));
+    EXPECT_NE(nft.find("203.0.113.9"), std::string::npos);
+    EXPECT_EQ(nft.find("127.0.0.1"), std::string::npos);
+    EXPECT_EQ(nft.find("198.51.100.7"), std::string::npos);
+    // ?origin=local in an export counts local events only.
+    EXPECT_EQ(body(get("/ip-addresses?format=plain&origin=local")), "192.0.2.1\n");
+    EXPECT_EQ(get("/ip-addresses?origin=everything").status, 400);
+    // The counts in the JSON list follow ?origin.
+    EXPECT_NE(body(get("/ip-addresses?origin=peer")).find(R"("seen_count": "2")"),
+              std::string::npos);
+}
+
+} // namespace
