@@ -70,3 +70,22 @@ TEST(KeyedRateLimiter, ZeroRateIsUnlimitedAndStoresNothing) {
     }
     EXPECT_EQ(l.size(), 0u);
 }
+
+// The p2p publisher limit's case: ids are free to rotate, a busy one must stay limited.
+TEST(KeyedRateLimiter, RotatingKeysNeverResetAHotKey) {
+    ManualClock clock;
+    KeyedRateLimiter<std::string> l(1, 5, 100);
+    for (int i = 0; i < 5; ++i) {
+        EXPECT_TRUE(l.allow("noisy", clock.now()));
+    }
+    // 10,000 fresh ids, with the noisy publisher still sending between them: the noisy
+    // bucket is never evicted (it is always recently used) and never refilled for free.
+    int noisy_allowed = 0;
+    for (int i = 0; i < 10000; ++i) {
+        l.allow("rotating-" + std::to_string(i), clock.now());
+        noisy_allowed += l.allow("noisy", clock.now()) ? 1 : 0;
+    }
+    EXPECT_EQ(noisy_allowed, 0);
+    EXPECT_EQ(l.size(), 100U); // bounded
+    EXPECT_EQ(l.evicted(), 10000U - 99U);
+}

@@ -17,10 +17,11 @@
 #include <unordered_set>
 
 #include "core/json.hpp"
+#include "core/keyed_rate_limit.hpp"
 #include "core/rate_limit.hpp"
+#include "core/string_map.hpp"
 #include "core/text.hpp"
 #include "p2p/identity.hpp"
-#include "p2p/publisher_limit.hpp"
 
 namespace sp::p2p {
 
@@ -159,7 +160,8 @@ struct P2pNode::Impl {
     std::mutex recv_mutex;
     std::unordered_set<std::string> seen;
     std::deque<std::string> seen_order;
-    PublisherLimit per_publisher;
+    // Per self-declared node id: bounded, least recently used evicted one at a time.
+    core::KeyedRateLimiter<std::string, core::StringHash> per_publisher;
     core::TokenBucket global_rate;
 
     std::atomic<std::uint64_t> sent{0}, put_failed{0}, deduped{0}, rate_limited{0}, received{0},
