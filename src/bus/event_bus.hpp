@@ -59,6 +59,17 @@ struct SinkOptions {
     bool lossless = false;
 };
 
+// Defaults the sinks' own sinkOptions() share.
+// How long events gather in a sink's queue before its thread takes them: one wake-up per
+// batch instead of one per event (measured at 50,000 UDP events/s: the p2p sink woken per
+// event cost 6 us per event). What it costs: up to 50 ms more before a row, a log line or a
+// DHT put.
+inline constexpr std::chrono::milliseconds kGather{50};
+// Queue byte budget of a lossy sink (eventMemoryBytes), sized for a 1 GiB VM: at most 16 MiB
+// each (json log, syslog, p2p, webhook: 64 MiB together; a sink's batch in hand can hold as
+// much again). By events alone, 65,536 queued 64 KiB datagrams would weigh 4 GiB per sink.
+inline constexpr std::size_t kLossyQueueBytes = std::size_t{16} << 20;
+
 struct SinkStats {
     std::string name;
     std::uint64_t accepted = 0;         // entered the queue

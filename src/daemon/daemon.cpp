@@ -165,46 +165,16 @@ void startListeners(const config::Config& c, Runtime& rt, const std::string& nod
     }
 }
 
-// How long events gather in a sink's queue before its thread takes them: one wake-up per
-// batch instead of one per event (measured at 50,000 UDP events/s: the p2p sink woken per
-// event cost 6 us per event). What it costs: up to 50 ms more before a row, a log line or a
-// DHT put; the webhook, which posts each event on its own anyway, keeps its own options.
-constexpr std::chrono::milliseconds kGather{50};
-
-// Queue byte budgets (bus::eventMemoryBytes), sized for a 1 GiB VM: the store's 64 MiB and
-// 16 MiB for each other sink (json log, syslog, p2p, webhook: at most 128 MiB together; a
-// sink's batch in hand can hold as much again). By events alone, 65,536 queued 64 KiB
-// datagrams would weigh 4 GiB per sink.
-constexpr std::size_t kStoreQueueBytes = std::size_t{64} << 20;
-constexpr std::size_t kSinkQueueBytes = std::size_t{16} << 20;
-
 void addSinks(const config::Config& c, Runtime& rt) {
-    // The store is the source of truth: lossless (publishers wait rather than drop) with a
-    // queue sized for bursts. Events gather for up to kGather (or until 5,000 are waiting),
-    // then go in one transaction: few large transactions cost far less than many small ones.
-    rt.bus.addSink(rt.store, {.name = "store",
-                              .thread_name = "sp-store",
-                              .capacity = 65536,
-                              .capacity_bytes = kStoreQueueBytes,
-                              .max_batch = 5000,
-                              .tick = kGather,
-                              .linger = kGather,
-                              .lossless = true});
+    // Each sink's queue options (capacity, byte budget, batching) are its own.
+    rt.bus.addSink(rt.store, store::Store::sinkOptions());
     if (c.json_log) {
         rt.bus.addSink(std::make_shared<sinks::JsonLog>(c.json_log_file, rt.clock),
-                       {.name = "json_log",
-                        .thread_name = "sp-jsonlog",
-                        .capacity = 65536,
-                        .capacity_bytes = kSinkQueueBytes,
-                        .linger = kGather});
+                       sinks::JsonLog::sinkOptions());
     }
     if (c.syslog) {
         rt.bus.addSink(std::make_shared<sinks::Syslog>(c.syslog_socket, rt.clock),
-                       {.name = "syslog",
-                        .thread_name = "sp-syslog",
-                        .capacity = 65536,
-                        .capacity_bytes = kSinkQueueBytes,
-                        .linger = kGather});
+                       sinks::Syslog::sinkOptions());
     }
     if (!c.webhook_url.empty()) {
         rt.webhook = std::make_shared<sinks::Webhook>(
@@ -231,11 +201,7 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
     o.max_peer_rate = c.p2p_max_peer_rate;
     rt.p2p = std::make_shared<p2p::P2pNode>(
         o, rt.clock, [&bus = rt.bus](const core::EventPtr& e) { bus.publish(e); });
-    rt.bus.addSink(rt.p2p, {.name = "p2p",
-                            .thread_name = "sp-p2p",
-                            .capacity = 65536,
-                            .capacity_bytes = kSinkQueueBytes,
-                            .linger = kGather});
+    rt.bus.addSink(rt.p2p, p2p::P2pNode::sinkOptions());
     rt.p2p->start();
     rt.metrics.add([p = rt.p2p](core::MetricsWriter& w) { p->collect(w); });
     rt.listening.push_back("DHT UDP " + std::to_string(c.dht_port) + " (network " +

@@ -43,6 +43,14 @@ struct P2pOptions {
 
 class P2pNode : public bus::Sink {
 public:
+    // Its queue on the bus (local events to put): lossy, batches gather 50 ms.
+    static bus::SinkOptions sinkOptions() {
+        return {.name = "p2p",
+                .thread_name = "sp-p2p",
+                .capacity = 65536,
+                .capacity_bytes = bus::kLossyQueueBytes,
+                .linger = bus::kGather};
+    }
     using Publish = std::function<void(core::EventPtr)>;
 
     // Builds the node; nothing runs until start().

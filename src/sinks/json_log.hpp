@@ -16,6 +16,14 @@ namespace sp::sinks {
 
 class JsonLog final : public bus::Sink {
 public:
+    // Its queue on the bus: lossy (a full queue drops and counts), batches gather 50 ms.
+    static bus::SinkOptions sinkOptions() {
+        return {.name = "json_log",
+                .thread_name = "sp-jsonlog",
+                .capacity = 65536,
+                .capacity_bytes = bus::kLossyQueueBytes,
+                .linger = bus::kGather};
+    }
     // Opens (creates, appends) the file. Throws std::runtime_error naming the path.
     JsonLog(std::string path, const core::Clock& clock);
     ~JsonLog() override;

@@ -24,6 +24,14 @@ std::string syslogDatagram(const core::Event& e, core::TimePoint now, int pid);
 
 class Syslog final : public bus::Sink {
 public:
+    // Its queue on the bus: lossy (a full queue drops and counts), batches gather 50 ms.
+    static bus::SinkOptions sinkOptions() {
+        return {.name = "syslog",
+                .thread_name = "sp-syslog",
+                .capacity = 65536,
+                .capacity_bytes = bus::kLossyQueueBytes,
+                .linger = bus::kGather};
+    }
     // Does not fail when the socket is missing: it retries (syslog may start later).
     Syslog(std::string socket_path, const core::Clock& clock);
     ~Syslog() override;

@@ -239,7 +239,7 @@ bus::SinkOptions Webhook::sinkOptions() {
     return {.name = "webhook",
             .thread_name = "sp-webhook",
             .capacity = 16384,
-            .capacity_bytes = std::size_t{16} << 20,
+            .capacity_bytes = bus::kLossyQueueBytes,
             .max_batch = 256,
             .tick = std::chrono::milliseconds(1000),
             .lossless = false};

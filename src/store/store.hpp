@@ -86,6 +86,21 @@ public:
 
     const Index& index() const { return index_; }
 
+    // The store's queue on the bus: lossless (publishers wait rather than drop; the source
+    // of truth), 65,536 events or 64 MiB for bursts; events gather for up to 50 ms (or until
+    // 5,000 wait), then go in one transaction: few large transactions cost far less than
+    // many small ones.
+    static bus::SinkOptions sinkOptions() {
+        return {.name = "store",
+                .thread_name = "sp-store",
+                .capacity = 65536,
+                .capacity_bytes = std::size_t{64} << 20,
+                .max_batch = 5000,
+                .tick = bus::kGather,
+                .linger = bus::kGather,
+                .lossless = true};
+    }
+
     // Counters, readable from any thread.
     std::uint64_t stored() const { return stored_.load(std::memory_order_relaxed); }
     std::uint64_t pruned() const { return pruned_.load(std::memory_order_relaxed); }
