@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <mutex>
@@ -25,7 +26,14 @@ public:
         }
         max_batch = std::max(max_batch, batch.size());
     }
-    void reopen() override { ++reopens; }
+    void reopen() override {
+        char name[16] = {};
+        pthread_getname_np(pthread_self(), name, sizeof name);
+        std::lock_guard lock(mutex);
+        reopen_thread = name;
+        reopen_thread_id = std::this_thread::get_id();
+        ++reopens;
+    }
     void close() override { closed = true; }
 
     std::mutex mutex;
@@ -34,6 +42,8 @@ public:
     std::atomic<bool> block_first{false};
     std::atomic<bool> release{false};
     std::atomic<int> reopens{0};
+    std::string reopen_thread;          // the thread name reopen() ran on
+    std::thread::id reopen_thread_id{}; // and its id
     std::atomic<bool> closed{false};
 };
 
@@ -121,12 +131,15 @@ TEST(EventBus, ReopenRunsOnSinkThread) {
     auto sink = std::make_shared<RecordingSink>();
     b.addSink(sink, {.name = "log", .thread_name = "t-log", .tick = 5ms});
     b.start();
-    b.reopen();
+    b.reopen(); // from this thread; the sink must see it on its own
     for (int i = 0; i < 200 && sink->reopens == 0; ++i) {
         std::this_thread::sleep_for(5ms);
     }
     b.stop();
     EXPECT_EQ(sink->reopens, 1);
+    std::lock_guard lock(sink->mutex);
+    EXPECT_EQ(sink->reopen_thread, "t-log");
+    EXPECT_NE(sink->reopen_thread_id, std::this_thread::get_id());
 }
 
 TEST(EventBus, LingerGathersEventsIntoOneBatchUnlessMaxBatchIsReached) {
