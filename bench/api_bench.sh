@@ -11,11 +11,13 @@
 #   FILLED_DB       an existing bench/fill_db.py database (+ its data dir as FILLED_DB.data)
 #                   to copy instead of filling a new one
 #   DURATION        seconds of each throughput run (15), MIXED_RATE events/s (2000)
+#   WRK_THREADS     wrk threads of the throughput runs (1)
 #   PERF=1          also record a CPU profile (perf) of the daemon during the lookup run
 #   API_PORT, SIP_PORT  loopback ports for the daemon (default: free ones)
 #
 # Steps: fill the db (bench/fill_db.py), start `sentrypeer -a` on it, then
-#   1. wrk -t2 -c50 -d15s --latency on /numbers/{known}, /numbers/{unknown}, /ip-addresses/{known}
+#   1. wrk -t1 -c50 -d15s --latency on /numbers/{known}, /numbers/{unknown}, /ip-addresses/{known}
+#      (WRK_THREADS=1: the restated target; -t2 on the same 2 cores measures the scheduler)
 #   2. wrk -t1 -c1 -d10s --latency on /numbers/{known}            (one-connection latency)
 #   3. GET /numbers (100k entries) with curl -w, 5 times; the daemon's VmHWM (peak RSS)
 #   4. mixed: MIXED_RATE UDP events/s for DURATION s while wrk -t2 -c4 looks up known (must
@@ -34,6 +36,7 @@ BUILD_DIR=$(cd "$(dirname "$BIN")/.." && pwd)
 SP_LOADGEN=${SP_LOADGEN:-$BUILD_DIR/bench/sp_loadgen}
 DURATION=${DURATION:-15}
 MIXED_RATE=${MIXED_RATE:-2000}
+WRK_THREADS=${WRK_THREADS:-1}
 OUT=${OUT:-$(mktemp -d /tmp/sp-api-bench.XXXXXX)}
 PY=/usr/bin/python3
 mkdir -p "$OUT"
@@ -145,7 +148,7 @@ EOF
 
 # ---- 1. throughput -------------------------------------------------------------------------
 log "warm-up"
-wrk -t2 -c50 -d3s "$BASE/numbers/$KNOWN_NUMBER" >/dev/null
+wrk -t"$WRK_THREADS" -c50 -d3s "$BASE/numbers/$KNOWN_NUMBER" >/dev/null
 declare -A RES
 for name in known_number unknown_number known_ip; do
     case $name in
@@ -153,14 +156,14 @@ for name in known_number unknown_number known_ip; do
         unknown_number) path=/numbers/$UNKNOWN_NUMBER ;;
         known_ip) path=/ip-addresses/$KNOWN_IP ;;
     esac
-    log "wrk -t2 -c50 -d${DURATION}s --latency $BASE$path"
+    log "wrk -t$WRK_THREADS -c50 -d${DURATION}s --latency $BASE$path"
     if [ "${PERF:-0}" = 1 ] && [ "$name" = known_number ] && command -v perf >/dev/null; then
         perf record -F 499 -g -p "$DAEMON_PID" -o "$OUT/perf.data" -- sleep "$DURATION" \
             >"$OUT/perf-record.log" 2>&1 &
         PERF_PID=$!
     fi
     C0=$(cpu_us)
-    wrk -t2 -c50 -d"${DURATION}s" --latency "$BASE$path" >"$OUT/wrk_$name.txt"
+    wrk -t"$WRK_THREADS" -c50 -d"${DURATION}s" --latency "$BASE$path" >"$OUT/wrk_$name.txt"
     C1=$(cpu_us)
     [ -n "${PERF_PID:-}" ] && { wait "$PERF_PID" || true; PERF_PID=""; }
     RES[$name]=$(parse_wrk "$OUT/wrk_$name.txt")
