@@ -2,46 +2,10 @@
 
 namespace sp::api {
 
-bool ConnectionBudget::tryAcquire(const std::string& ip) {
-    std::lock_guard lock(mutex_);
-    if (total_ >= max_total_) {
-        ++rejected_total_;
-        return false;
-    }
-    auto& n = per_ip_[ip];
-    if (n >= max_per_ip_) {
-        ++rejected_per_ip_;
-        return false;
-    }
-    ++n;
-    ++total_;
-    return true;
-}
-
-void ConnectionBudget::release(const std::string& ip) {
-    std::lock_guard lock(mutex_);
-    auto it = per_ip_.find(ip);
-    if (it != per_ip_.end() && --it->second == 0) {
-        per_ip_.erase(it);
-    }
-    --total_;
-}
-
-std::size_t ConnectionBudget::open() const {
-    std::lock_guard lock(mutex_);
-    return total_;
-}
-
 void ConnectionBudget::collect(core::MetricsWriter& w) const {
-    std::size_t open = 0;
-    std::uint64_t total = 0;
-    std::uint64_t per_ip = 0;
-    {
-        std::lock_guard lock(mutex_);
-        open = total_;
-        total = rejected_total_;
-        per_ip = rejected_per_ip_;
-    }
+    const std::size_t open = this->open();
+    const std::uint64_t total = rejectedOverTotal();
+    const std::uint64_t per_ip = rejectedOverPerIp();
     w.family("api_connections", "gauge", "Open REST API connections (--api-max-connections)");
     w.sample(static_cast<std::uint64_t>(open));
     w.family("api_connections_rejected_total", "counter",

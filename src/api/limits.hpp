@@ -11,31 +11,17 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/connection_limits.hpp"
 #include "core/metrics.hpp"
 
 namespace sp::api {
 
-class ConnectionBudget {
+// Open API connections (--api-max-connections, --api-max-per-ip).
+class ConnectionBudget : public core::ConnectionLimits {
 public:
-    ConnectionBudget(std::size_t max_total, std::size_t max_per_ip)
-        : max_total_(max_total), max_per_ip_(max_per_ip) {}
-
-    // Takes one connection of `ip`; false (and counted) when over either cap.
-    bool tryAcquire(const std::string& ip);
-    // Gives back what tryAcquire took.
-    void release(const std::string& ip);
-    std::size_t open() const;
+    using core::ConnectionLimits::ConnectionLimits;
     // sentrypeer_api_connections, sentrypeer_api_connections_rejected_total{reason}.
     void collect(core::MetricsWriter& w) const;
-
-private:
-    mutable std::mutex mutex_;
-    std::unordered_map<std::string, std::size_t> per_ip_;
-    std::size_t total_ = 0;
-    std::size_t max_total_;
-    std::size_t max_per_ip_;
-    std::uint64_t rejected_total_ = 0;  // over max_total
-    std::uint64_t rejected_per_ip_ = 0; // over max_per_ip
 };
 
 class ListBudget {

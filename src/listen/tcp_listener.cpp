@@ -17,34 +17,6 @@ namespace sp::listen {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-bool ConnectionLimits::tryAcquire(const std::string& ip) {
-    std::lock_guard lock(mutex_);
-    auto& n = per_ip_[ip];
-    if (total_ >= max_total_ || n >= max_per_ip_) {
-        if (n == 0) {
-            per_ip_.erase(ip);
-        }
-        return false;
-    }
-    ++n;
-    ++total_;
-    return true;
-}
-
-void ConnectionLimits::release(const std::string& ip) {
-    std::lock_guard lock(mutex_);
-    auto it = per_ip_.find(ip);
-    if (it != per_ip_.end() && --it->second == 0) {
-        per_ip_.erase(it);
-    }
-    --total_;
-}
-
-std::size_t ConnectionLimits::open() const {
-    std::lock_guard lock(mutex_);
-    return total_;
-}
-
 void ConnectionLimits::collect(core::MetricsWriter& w) const {
     w.family("tcp_connections", "gauge", "Open SIP TCP/TLS connections");
     w.sample(std::uint64_t{open()});

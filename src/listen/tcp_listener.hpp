@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/connection_limits.hpp"
 #include "listen/ingest.hpp"
 
 namespace sp::listen {
@@ -29,23 +30,13 @@ struct TcpOptions {
     std::chrono::seconds idle_timeout{30};
 };
 
-// Counts open connections, in total and per source IP. Thread-safe.
-class ConnectionLimits {
+// Open SIP TCP/TLS connections, in total and per source IP (--tcp-max-connections,
+// --tcp-max-per-ip). Thread-safe.
+class ConnectionLimits : public core::ConnectionLimits {
 public:
-    ConnectionLimits(std::size_t max_total, std::size_t max_per_ip)
-        : max_total_(max_total), max_per_ip_(max_per_ip) {}
-    bool tryAcquire(const std::string& ip);
-    void release(const std::string& ip);
-    std::size_t open() const;
+    using core::ConnectionLimits::ConnectionLimits;
     // Writes the tcp_connections gauge. Any thread.
     void collect(core::MetricsWriter& w) const;
-
-private:
-    mutable std::mutex mutex_;
-    std::unordered_map<std::string, std::size_t> per_ip_;
-    std::size_t total_ = 0;
-    std::size_t max_total_;
-    std::size_t max_per_ip_;
 };
 
 class TcpListener : public std::enable_shared_from_this<TcpListener> {
