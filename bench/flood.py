@@ -163,11 +163,11 @@ def health_client(port: int, rate: float, stop_at: float, out: str) -> None:
     Path(out).write_text(json.dumps({"latencies": lat, "failures": fails, "statuses": statuses}))
 
 
-def lists_client(port: int, stop_at: float, out: str, shared: str) -> None:
+def lists_client(port: int, interval: float, stop_at: float, out: str, shared: str) -> None:
     box: list = [None]
     res = {"ip": [], "num": [], "errors": 0, "statuses": {}}
     nxt = time.monotonic()
-    while time.monotonic() < stop_at:
+    while interval > 0 and time.monotonic() < stop_at:
         for key, path in (("ip", "/ip-addresses?limit=1000"), ("num", "/numbers?limit=1000")):
             status, body, dt = get(box, "127.0.0.1", port, path, 10.0)
             res["statuses"][str(status)] = res["statuses"].get(str(status), 0) + 1
@@ -193,7 +193,7 @@ def lists_client(port: int, stop_at: float, out: str, shared: str) -> None:
                 tmp = f"{shared}.{key}.tmp"
                 Path(tmp).write_text(json.dumps(keys))
                 os.replace(tmp, f"{shared}.{key}")
-        nxt += 1.0
+        nxt += interval
         d = nxt - time.monotonic()
         if d > 0:
             time.sleep(d)
@@ -265,6 +265,8 @@ def main() -> int:
     ap.add_argument("--loadgen-threads", type=int, default=1)
     ap.add_argument("--health-rate", type=float, default=20.0)
     ap.add_argument("--lookup-rate", type=float, default=100.0)
+    ap.add_argument("--list-interval", type=float, default=1.0,
+                    help="seconds between the two ?limit=1000 lists (0: no lists)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
@@ -341,7 +343,7 @@ def main() -> int:
     procs = [
         ctx.Process(target=health_client, args=(api_port, args.health_rate, clients_stop,
                                                 outs["health"])),
-        ctx.Process(target=lists_client, args=(api_port, clients_stop, outs["lists"], shared)),
+        ctx.Process(target=lists_client, args=(api_port, args.list_interval, clients_stop, outs["lists"], shared)),
         ctx.Process(target=lookup_client, args=(api_port, args.lookup_rate, clients_stop,
                                                 outs["lookup"], shared)),
     ]
