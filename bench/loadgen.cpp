@@ -6,6 +6,8 @@
 //
 // Modes:
 //   udp              datagrams sent with sendmmsg() in batches from a few source ports
+//                    (--unique 1: every datagram from its own 127.x.y.z source address,
+//                    set per message with IP_PKTINFO, and with its own called number)
 //   tcp-connections  N new connections per second; each sends one message and closes
 //   tcp-stream       one persistent connection per thread, M messages per second
 //
@@ -57,18 +59,22 @@ struct Options {
     std::uint64_t count = 0; // 0: rate x duration
     unsigned invite_percent = 50;
     std::string tag = "lg"; // Call-ID prefix, to count a run's rows afterwards
+    bool unique = false;    // udp: a new source address and called number per message
 };
 
 [[noreturn]] void usage(const char* msg) {
     if (msg != nullptr) {
         std::fprintf(stderr, "sp_loadgen: %s\n", msg);
     }
-    std::fprintf(stderr,
-                 "usage: sp_loadgen --mode udp|tcp-connections|tcp-stream --target HOST:PORT\n"
-                 "         --rate N/s --duration S [--threads T] [--count N] [--sources K]\n"
-                 "         [--src-ips K] [--batch B] [--invite-percent P] [--tag T]\n"
-                 "Every Call-ID starts with T (default \"lg\"): count a run's rows with\n"
-                 "  SELECT count(*) FROM honey WHERE sip_message LIKE '%%Call-ID: T-%%'\n");
+    std::fprintf(
+        stderr, "usage: sp_loadgen --mode udp|tcp-connections|tcp-stream --target HOST:PORT\n"
+                "         --rate N/s --duration S [--threads T] [--count N] [--sources K]\n"
+                "         [--src-ips K] [--batch B] [--invite-percent P] [--tag T] [--unique 0|1]\n"
+                "--unique 1 (udp, loopback target): message k comes from 127.a.b.c, the k-th of\n"
+                "  the 16,646,144 addresses 127.1.0.0 .. 127.254.255.255 (then it wraps), and\n"
+                "  calls the number 10000000000 + k.\n"
+                "Every Call-ID starts with T (default \"lg\"): count a run's rows with\n"
+                "  SELECT count(*) FROM honey WHERE sip_message LIKE '%%Call-ID: T-%%'\n");
     std::exit(msg != nullptr ? 2 : 0);
 }
 
@@ -131,6 +137,8 @@ Options parseArgs(int argc, char** argv) {
             o.batch = static_cast<unsigned>(parseNumber("--batch", v, 1, 1024));
         } else if (a == "--invite-percent") {
             o.invite_percent = static_cast<unsigned>(parseNumber("--invite-percent", v, 0, 100));
+        } else if (a == "--unique") {
+            o.unique = parseNumber("--unique", v, 0, 1) != 0;
         } else if (a == "--tag") {
             o.tag = v;
             bool ok = !o.tag.empty() && o.tag.size() <= 16;
@@ -182,14 +190,18 @@ public:
                static_cast<std::uint64_t>(Clock::now().time_since_epoch().count())) {}
 
     // Writes one message into buf (capacity cap); returns its length.
-    std::size_t make(char* buf, std::size_t cap, const char* src_ip, unsigned src_port) {
+    // unique_key >= 0: the called number is 10000000000 + unique_key, with no prefix.
+    std::size_t make(char* buf, std::size_t cap, const char* src_ip, unsigned src_port,
+                     std::int64_t unique_key = -1) {
         const std::uint64_t seq = seq_++;
         const std::uint64_t r = rng_.next();
         const bool invite = (r % 100) < o_.invite_percent;
         const char* method = invite ? "INVITE" : "OPTIONS";
         const char* ua = kUserAgents[(r >> 8) % std::size(kUserAgents)];
-        const char* prefix = kPrefixes[(r >> 16) % std::size(kPrefixes)];
-        const unsigned long long number = 100000000ULL + (r >> 24) % 900000000ULL;
+        const char* prefix = unique_key >= 0 ? "" : kPrefixes[(r >> 16) % std::size(kPrefixes)];
+        const unsigned long long number =
+            unique_key >= 0 ? 10000000000ULL + static_cast<unsigned long long>(unique_key)
+                            : 100000000ULL + (r >> 24) % 900000000ULL;
         const unsigned long long caller = 1000ULL + (r >> 40) % 9000ULL;
         const std::uint64_t r2 = rng_.next();
 
@@ -247,6 +259,15 @@ sockaddr_in targetAddress(const Options& o) {
     if (inet_pton(AF_INET, o.host.c_str(), &a.sin_addr) != 1) {
         usage("--target host must be a numeric IPv4 address");
     }
+    return a;
+}
+
+// The k-th address of 127.1.0.0 .. 127.254.255.255 (wraps after 254 x 65536).
+in_addr uniqueSource(std::uint64_t k) {
+    k %= 254ULL * 65536ULL;
+    in_addr a{};
+    a.s_addr = htonl((127U << 24) | static_cast<std::uint32_t>((1 + k / 65536) << 16) |
+                     static_cast<std::uint32_t>(k % 65536));
     return a;
 }
 
@@ -337,6 +358,10 @@ void runUdp(const Options& o, unsigned t, Pacer p, Stats& st) {
     std::vector<char> storage(static_cast<std::size_t>(o.batch) * kMaxMessage);
     std::vector<iovec> iov(o.batch);
     std::vector<mmsghdr> msgs(o.batch);
+    // --unique: one IP_PKTINFO control message per datagram sets its source address.
+    constexpr std::size_t kCmsgSpace = CMSG_SPACE(sizeof(in_pktinfo));
+    std::vector<char> control(static_cast<std::size_t>(o.batch) * kCmsgSpace);
+    char ip_text[INET_ADDRSTRLEN];
     unsigned which = 0;
     while (st.sent < p.total && !p.expired()) {
         std::uint64_t due = p.due();
@@ -349,12 +374,32 @@ void runUdp(const Options& o, unsigned t, Pacer p, Stats& st) {
         for (unsigned i = 0; i < n; ++i) {
             char* b = storage.data() + static_cast<std::size_t>(i) * kMaxMessage;
             iov[i].iov_base = b;
-            iov[i].iov_len = f.make(b, kMaxMessage, ips[which].c_str(), ports[which]);
             msgs[i] = mmsghdr{};
             msgs[i].msg_hdr.msg_name = const_cast<sockaddr_in*>(&dst);
             msgs[i].msg_hdr.msg_namelen = sizeof dst;
             msgs[i].msg_hdr.msg_iov = &iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            if (!o.unique) {
+                iov[i].iov_len = f.make(b, kMaxMessage, ips[which].c_str(), ports[which]);
+                continue;
+            }
+            // Global message index k: thread t sends k = t, t + T, t + 2T, ...
+            const std::uint64_t k = (st.sent + i) * o.threads + t;
+            const in_addr src = uniqueSource(k);
+            inet_ntop(AF_INET, &src, ip_text, sizeof ip_text);
+            iov[i].iov_len =
+                f.make(b, kMaxMessage, ip_text, ports[which], static_cast<std::int64_t>(k));
+            char* c = control.data() + static_cast<std::size_t>(i) * kCmsgSpace;
+            std::memset(c, 0, kCmsgSpace);
+            msgs[i].msg_hdr.msg_control = c;
+            msgs[i].msg_hdr.msg_controllen = kCmsgSpace;
+            cmsghdr* cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
+            cm->cmsg_level = IPPROTO_IP;
+            cm->cmsg_type = IP_PKTINFO;
+            cm->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+            in_pktinfo pi{};
+            pi.ipi_spec_dst = src;
+            std::memcpy(CMSG_DATA(cm), &pi, sizeof pi);
         }
         unsigned done = 0;
         while (done < n && !p.expired()) {
