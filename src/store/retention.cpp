@@ -86,8 +86,6 @@ std::optional<std::size_t> Store::Impl::pruneChunk(Micros before, std::size_t li
         return std::nullopt;
     }
     store.transactions_.fetch_add(1, std::memory_order_relaxed);
-    store.pruned_.fetch_add(deleted, std::memory_order_relaxed);
-    store.evicted_[static_cast<std::size_t>(reason)].fetch_add(deleted, std::memory_order_relaxed);
     for (const Removed& r : removed) {
         auto [ip_left, number_left] =
             store.index_.remove(r.ip, r.number, fromMicros(r.time), r.origin, r.reporter);
@@ -99,33 +97,53 @@ std::optional<std::size_t> Store::Impl::pruneChunk(Micros before, std::size_t li
         }
     }
     store.index_.publish();
+    // Counted after the index shows the deletion: /metrics never sees a row both in
+    // database_events and in evicted_total.
+    store.pruned_.fetch_add(deleted, std::memory_order_relaxed);
+    store.evicted_[static_cast<std::size_t>(reason)].fetch_add(deleted, std::memory_order_relaxed);
     if (reason == Eviction::MaxAge && deleted < limit) {
         counted_from = std::max(counted_from, before); // nothing below the cutoff is left
     }
     return deleted;
 }
 
-// Eviction for the size budgets first (oldest rows whatever their age), then retention when
-// due. The budgets are checked against the index (rows counted, estimated memory).
-bool Store::Impl::enforceBudgets(core::TimePoint now) {
+// Rows per eviction transaction: large enough that eviction keeps up with any insert rate
+// (a batch is at most 5,000 events), small enough that one transaction stays short.
+constexpr std::size_t kEvictChunk = 20000;
+
+// The size budgets: deletes the oldest rows, whatever their age, until the index is within
+// --max-rows and, with 1% headroom, within its memory budget. Called after every written
+// batch, so eviction keeps pace with insertion however large batches grow under load.
+void Store::Impl::enforceSizeBudgets() {
     const StoreOptions& o = options();
-    const auto chunk = std::max<std::size_t>(o.prune_chunk, 1);
     constexpr Micros kAnyAge = std::numeric_limits<Micros>::max();
     const Index& index = store.index_;
-    if (o.max_rows > 0 && index.pendingEvents() > o.max_rows) {
+    while (o.max_rows > 0 && index.pendingEvents() > o.max_rows) {
         auto excess = index.pendingEvents() - o.max_rows;
         auto deleted =
-            pruneChunk(kAnyAge, std::min<std::uint64_t>(excess, chunk * 4), Eviction::MaxRows);
-        return deleted && *deleted > 0 && index.pendingEvents() > o.max_rows;
+            pruneChunk(kAnyAge, std::min<std::uint64_t>(excess, kEvictChunk), Eviction::MaxRows);
+        if (!deleted || *deleted == 0) {
+            return; // a database error (reported) or nothing left to delete
+        }
     }
-    if (o.max_index_bytes > 0 && index.memoryBytes() > o.max_index_bytes) {
-        // Rows come back in proportion to the excess: each row holds about memory/events.
+    while (o.max_index_bytes > 0 && index.memoryBytes() > o.max_index_bytes) {
+        // Rows to go, in proportion to the excess (each row holds about memory/events), down
+        // to 99% of the budget so that the next batches do not each evict a few rows.
+        auto target = o.max_index_bytes - o.max_index_bytes / 100;
         auto per_row = index.memoryBytes() / std::max<std::uint64_t>(index.pendingEvents(), 1);
-        auto rows = (index.memoryBytes() - o.max_index_bytes) / std::max<std::size_t>(per_row, 1);
-        auto deleted = pruneChunk(kAnyAge, std::clamp<std::size_t>(rows + 1, 1, chunk * 4),
-                                  Eviction::IndexMemory);
-        return deleted && *deleted > 0 && index.memoryBytes() > o.max_index_bytes;
+        auto rows = (index.memoryBytes() - target) / std::max<std::size_t>(per_row, 1) + 1;
+        auto deleted =
+            pruneChunk(kAnyAge, std::min<std::size_t>(rows, kEvictChunk), Eviction::IndexMemory);
+        if (!deleted || *deleted == 0) {
+            return;
+        }
     }
+}
+
+// One retention step (--max-age) when due. True when more is due at once.
+bool Store::Impl::retentionStep(core::TimePoint now) {
+    const StoreOptions& o = options();
+    const auto chunk = std::max<std::size_t>(o.prune_chunk, 1);
     if (o.max_age.count() <= 0 || now < next_prune) {
         return false;
     }

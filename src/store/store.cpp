@@ -73,7 +73,9 @@ void Store::consume(std::span<const core::EventPtr> batch) {
         if (!s.write(batch, kWriteAttempts)) {
             s.defer(batch);
             s.scheduleRetry();
+            return;
         }
+        s.enforceSizeBudgets(); // after every batch: eviction keeps pace with insertion
         return;
     }
     // Still failing lately: queue behind the older events and retry when due.
@@ -94,7 +96,8 @@ void Store::tick() {
             return;
         }
     }
-    s.enforceBudgets(now);
+    s.enforceSizeBudgets();
+    s.retentionStep(now);
     s.refreshFirst(kRefreshRows);
 }
 
@@ -107,8 +110,9 @@ void Store::pruneAll() {
     if (s.db == nullptr) {
         return;
     }
+    s.enforceSizeBudgets();
     s.next_prune = clock_.now();
-    while (s.enforceBudgets(clock_.now())) {
+    while (s.retentionStep(clock_.now())) {
     }
     s.next_prune = clock_.now() + options_.prune_interval;
     while (s.refreshFirst(kRefreshRows)) {

@@ -214,9 +214,10 @@ struct Store::Impl {
     bool flushPending(int attempts);
     // Deletes up to `limit` of the oldest rows older than `before` (evicting for `reason`).
     std::optional<std::size_t> pruneChunk(Micros before, std::size_t limit, Eviction reason);
-    // One eviction step for whichever budget is exceeded (rows, index memory), then one
-    // retention step when due. True when more is due at once.
-    bool enforceBudgets(core::TimePoint now);
+    // Evicts the oldest rows until the size budgets (rows, index memory) hold.
+    void enforceSizeBudgets();
+    // One retention step (--max-age) when due. True when more is due at once.
+    bool retentionStep(core::TimePoint now);
     bool refreshFirst(std::size_t rows); // true: call again
     const std::string& createdAt(core::TimePoint t);
     static int walHook(void* self, sqlite3* db, const char* name, int frames);

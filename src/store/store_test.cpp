@@ -566,8 +566,7 @@ TEST_F(StoreTest, MaxRowsEvictsTheOldestRowsAndCountsThem) {
         batch.push_back(event(fmt::format("198.51.100.{}", i), std::to_string(i),
                               t0 + std::chrono::seconds(i)));
     }
-    consume(store, batch);
-    store.pruneAll();
+    consume(store, batch); // the budget holds as soon as the batch is written
     EXPECT_EQ(rowCount(), 100);
     EXPECT_EQ(store.index().events(), 100u);
     EXPECT_EQ(store.evicted(Eviction::MaxRows), 150u);
@@ -575,6 +574,29 @@ TEST_F(StoreTest, MaxRowsEvictsTheOldestRowsAndCountsThem) {
     EXPECT_FALSE(store.index().ip("198.51.100.149")); // the oldest went
     EXPECT_TRUE(store.index().ip("198.51.100.150"));
     EXPECT_EQ(store.index().snapshot()->by_number.size(), 100u);
+}
+
+// Under load batches grow (up to 5,000 events); eviction must remove what each batch adds,
+// or the excess grows without bound (seen in the flood benchmark before this was fixed).
+TEST_F(StoreTest, EvictionKeepsPaceWithLargeBatches) {
+    StoreOptions o = options();
+    o.max_rows = 1000;
+    o.prune_chunk = 10; // retention's chunk must not bound the size budgets
+    Store store(o, clock_);
+    TimePoint t0 = clock_.now();
+    for (int b = 0; b < 5; ++b) {
+        std::vector<core::EventPtr> batch;
+        for (int i = 0; i < 5000; ++i) {
+            int n = b * 5000 + i;
+            batch.push_back(event(fmt::format("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255),
+                                  std::to_string(n), t0 + std::chrono::microseconds(n)));
+        }
+        consume(store, batch);
+        EXPECT_EQ(rowCount(), 1000) << "after batch " << b;
+        EXPECT_EQ(store.index().events(), 1000u);
+    }
+    EXPECT_EQ(store.evicted(Eviction::MaxRows), 24000u);
+    EXPECT_EQ(store.pruned(), 24000u);
 }
 
 TEST_F(StoreTest, IndexMemoryBudgetEvictsUntilTheIndexFits) {
@@ -587,10 +609,9 @@ TEST_F(StoreTest, IndexMemoryBudgetEvictsUntilTheIndexFits) {
         batch.push_back(event(fmt::format("2001:db8::{:x}", i), fmt::format("44{:09}", i),
                               t0 + std::chrono::milliseconds(i)));
     }
-    consume(store, batch);
-    EXPECT_GT(store.index().memoryBytes(), o.max_index_bytes);
-    store.pruneAll();
+    consume(store, batch); // 2,000 rows would hold about 600 KB: evicted at once
     EXPECT_LE(store.index().memoryBytes(), o.max_index_bytes);
+    EXPECT_LE(store.index().snapshot()->memory_bytes, o.max_index_bytes);
     EXPECT_GT(store.index().events(), 100u); // not everything: only down to the budget
     auto evicted = store.evicted(Eviction::IndexMemory);
     EXPECT_EQ(evicted + store.index().events(), 2000u);
