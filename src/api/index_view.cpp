@@ -6,60 +6,59 @@
 
 namespace sp::api {
 
-Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool with_first,
+Page listIndex(const store::Index& index, bool ips, const ListQuery& q,
                const block::Policy* blocking) {
     Page page;
-    page.with_first = with_first;
-    // A snapshot: no lock is held while the list is copied, the writer goes on meanwhile.
-    index.read([&](const store::IndexSnapshot& maps) {
-        const auto& map = ips ? maps.by_ip : maps.by_number;
-        // Generous: pages never written to stay out of the resident set.
-        page.entries.reserve(map.size());
-        page.keys.reserve(map.size() * (with_first ? 40 : 32));
-        for (const auto& [key, seen] : map) {
-            if (q.since && seen.last < *q.since) {
-                continue;
-            }
-            if (!q.prefix.empty() && key.compare(0, q.prefix.size(), q.prefix) != 0) {
-                continue;
-            }
-            if (q.after && (seen.last > q.after->last ||
-                            (seen.last == q.after->last && key <= q.after->key))) {
-                continue; // not after the cursor in list order
-            }
-            const std::uint64_t count = store::countOf(seen, q.origin);
-            if (count == 0) {
-                continue; // no event of the asked origin
-            }
-            if (blocking != nullptr) {
-                const bool local = q.origin != store::OriginFilter::Peer;
-                const bool peer = q.origin != store::OriginFilter::Local;
-                if (!blocking->shouldBlock(key, block::Evidence{local ? seen.local : 0,
-                                                                peer ? seen.peer : 0,
-                                                                peer ? seen.reporters : 0})) {
-                    continue;
-                }
-            }
-            page.entries.pushBack(Entry{seen.last, count,
-                                        static_cast<std::uint32_t>(page.keys.size()),
-                                        static_cast<std::uint32_t>(key.size())});
-            if (with_first) {
-                char first[sizeof(core::TimePoint)];
-                std::memcpy(first, &seen.first, sizeof first);
-                page.keys.append(first, sizeof first);
-            }
-            page.keys.append(key.data(), key.size());
+    page.snapshot = index.snapshot();
+    const store::KeyMap& map = ips ? page.snapshot->by_ip : page.snapshot->by_number;
+    const bool local = q.origin != store::OriginFilter::Peer;
+    const bool peer = q.origin != store::OriginFilter::Local;
+    // With a limit the page is a heap of the best `limit` entries seen so far (its top is
+    // the one that would be listed last); without, every selected entry.
+    const std::size_t limit = q.limit.value_or(0);
+    page.entries.reserve(limit > 0 ? std::min(limit + 1, map.size()) : map.size());
+    auto worse = [](const Entry& a, const Entry& b) { return Page::before(a, b); };
+    std::size_t matched = 0;
+    for (const auto& [key, seen] : map) {
+        if (q.since && seen.last < *q.since) {
+            continue;
         }
-    });
-    auto before = [&page](const Entry& a, const Entry& b) { return page.before(a, b); };
-    if (q.limit && page.entries.size() > *q.limit) {
-        std::partial_sort(page.entries.begin(),
-                          page.entries.begin() + static_cast<std::ptrdiff_t>(*q.limit),
-                          page.entries.end(), before);
-        page.entries.resize(*q.limit);
-        page.next = cursorText(page.entries.back().last, page.key(page.entries.back()));
-    } else {
-        std::sort(page.entries.begin(), page.entries.end(), before);
+        if (!q.prefix.empty() && key.compare(0, q.prefix.size(), q.prefix) != 0) {
+            continue;
+        }
+        if (q.after &&
+            (seen.last > q.after->last || (seen.last == q.after->last && key <= q.after->key))) {
+            continue; // not after the cursor in list order
+        }
+        const std::uint64_t count = store::countOf(seen, q.origin);
+        if (count == 0) {
+            continue; // no event of the asked origin
+        }
+        if (blocking != nullptr &&
+            !blocking->shouldBlock(key,
+                                   block::Evidence{local ? seen.local : 0, peer ? seen.peer : 0,
+                                                   peer ? seen.reporters : 0})) {
+            continue;
+        }
+        Entry e{seen.last, seen.first, count, key.data(), key.size()};
+        ++matched;
+        if (limit == 0) {
+            page.entries.pushBack(e);
+            continue;
+        }
+        if (page.entries.size() == limit) {
+            if (!Page::before(e, page.entries[0])) {
+                continue; // not among the first `limit`
+            }
+            std::pop_heap(page.entries.begin(), page.entries.end(), worse);
+            page.entries.resize(limit - 1);
+        }
+        page.entries.pushBack(e);
+        std::push_heap(page.entries.begin(), page.entries.end(), worse);
+    }
+    std::sort(page.entries.begin(), page.entries.end(), Page::before);
+    if (limit > 0 && matched > limit) { // more remain after this page
+        page.next = cursorText(page.entries.back().last, Page::key(page.entries.back()));
     }
     return page;
 }

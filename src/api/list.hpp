@@ -100,44 +100,38 @@ private:
     std::size_t capacity_ = 0;
 };
 
-// One listed key: a small fixed-size record; the key's bytes (each preceded by its
-// first-seen time for CSV) are in Page::keys.
+// One listed key: a small fixed-size record pointing into the index snapshot the Page holds
+// (nothing of the index is copied).
 struct Entry {
     core::TimePoint last;
+    core::TimePoint first;
     std::uint64_t count;
-    std::uint32_t key_at; // offset in Page::keys
-    std::uint32_t key_size;
+    const char* key;
+    std::size_t key_size;
 };
 
 struct Page {
+    store::SnapshotPtr snapshot; // the keys' bytes: kept alive while the page is streamed
     MappedArray<Entry> entries;
-    MappedArray<char> keys;
-    bool with_first = false;         // keys: each key preceded by its TimePoint first
     std::optional<std::string> next; // cursor of the last entry when more remain
     std::shared_ptr<void> slot;      // a full-list slot (ListBudget), held while streamed
 
-    std::string_view key(const Entry& e) const {
-        return {keys.data() + e.key_at + (with_first ? sizeof(core::TimePoint) : 0), e.key_size};
-    }
-    core::TimePoint first(const Entry& e) const {
-        core::TimePoint t;
-        std::memcpy(&t, keys.data() + e.key_at, sizeof t);
-        return t;
-    }
+    static std::string_view key(const Entry& e) { return {e.key, e.key_size}; }
+    static core::TimePoint first(const Entry& e) { return e.first; }
     // Order: newest first, then by key, so that a cursor (last, key) is a total order.
-    bool before(const Entry& a, const Entry& b) const {
+    static bool before(const Entry& a, const Entry& b) {
         return a.last != b.last ? a.last > b.last : key(a) < key(b);
     }
 };
 
 // ---- index_view.cpp: the only code that reads store::Index for lists -----------------
 
-// The entries of the IP (ips) or number map that match q, sorted, cut at q.limit (then
-// `next` is set). Takes the index's shared lock while copying.
-// The keys of the index that q selects (origin, since, prefix, after the cursor), newest
-// first, at most q.limit. With `blocking`, only the addresses that policy blocks (on the
-// events of q's origin): what the firewall exports list.
-Page listIndex(const store::Index& index, bool ips, const ListQuery& q, bool with_first = false,
+// The keys of the IP (ips) or number map that q selects (origin, since, prefix, after the
+// cursor), newest first, at most q.limit (then `next` is set), read from one index snapshot
+// with no lock held. With a limit, memory is O(limit) whatever the index's size. With
+// `blocking`, only the addresses that policy blocks (on the events of q's origin): what the
+// firewall exports list.
+Page listIndex(const store::Index& index, bool ips, const ListQuery& q,
                const block::Policy* blocking = nullptr);
 
 struct IndexTotals {

@@ -44,7 +44,7 @@ Response Routes::listIps(const Request& r, const std::string& format) {
     }
     // Firewall formats list only what the blocking policy blocks; JSON lists what is known.
     auto page = std::make_shared<Page>(
-        listIndex(index_, true, q, false, format == "json" ? nullptr : policy_.get()));
+        listIndex(index_, true, q, format == "json" ? nullptr : policy_.get()));
     page->slot = std::move(slot);
     if (format == "json") {
         if (page->entries.empty()) {
@@ -75,7 +75,7 @@ Response Routes::numbers(const Request& r, std::string_view) {
             return tooManyLists();
         }
     }
-    auto page = std::make_shared<Page>(listIndex(index_, false, q, format == "csv"));
+    auto page = std::make_shared<Page>(listIndex(index_, false, q));
     page->slot = std::move(slot);
     if (format == "json") {
         if (page->entries.empty()) {

@@ -12,14 +12,16 @@
 namespace sp::api {
 
 std::span<const Route> Routes::table() {
-    // method, pattern, handler, auth, slow, metric label
+    // method, pattern, handler, auth, slow, metric label. Slow: work in proportion to the
+    // index or the database (lists walk the whole index, /stats runs SQL); they run on the
+    // sp-api-slow thread so that lookups and health checks never wait behind them.
     static const std::array route_table = {
         Route{"GET", "/", &Routes::root, true, false, "/"},
         Route{"GET", "/health-check", &Routes::healthCheck, false, false, "/health-check"},
-        Route{"GET", "/ip-addresses", &Routes::ipAddresses, true, false, "/ip-addresses"},
-        Route{"GET", "/ip-addresses/ipset", &Routes::ipset, true, false, "/ip-addresses/ipset"},
+        Route{"GET", "/ip-addresses", &Routes::ipAddresses, true, true, "/ip-addresses"},
+        Route{"GET", "/ip-addresses/ipset", &Routes::ipset, true, true, "/ip-addresses/ipset"},
         Route{"GET", "/ip-addresses/{ip}", &Routes::ipAddress, true, false, "/ip-addresses/{ip}"},
-        Route{"GET", "/numbers", &Routes::numbers, true, false, "/numbers"},
+        Route{"GET", "/numbers", &Routes::numbers, true, true, "/numbers"},
         Route{"GET", "/numbers/{number}", &Routes::number, true, false, "/numbers/{number}"},
         Route{"GET", "/metrics", &Routes::metricsText, true, false, "/metrics"},
         Route{"GET", "/stats", &Routes::stats, true, true, "/stats"},

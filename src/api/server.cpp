@@ -356,7 +356,7 @@ void Server::start() {
         });
     }
     // The slow-route thread (/stats) is thread_pool's own: named from inside.
-    asio::post(slow_, [] { pthread_setname_np(pthread_self(), "sp-api-stats"); });
+    asio::post(slow_, [] { pthread_setname_np(pthread_self(), "sp-api-slow"); });
     accept();
 }
 

@@ -481,6 +481,7 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self, wait_ready: bool = True) -> "Daemon":
+        self._ready.clear()  # a restart waits for its own 'ready'
         self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.workdir,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)

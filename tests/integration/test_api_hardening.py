@@ -287,7 +287,7 @@ def test_api_threads_runs_that_many_workers(make_daemon, threads):
         time.sleep(0.05)
     names = thread_names(d.pid)
     assert names.count("sp-api") == threads, sorted(names)
-    assert names.count("sp-api-stats") == 1, sorted(names)
+    assert names.count("sp-api-slow") == 1, sorted(names)
     # every worker serves (connections are spread round-robin)
     for _ in range(2 * threads):
         assert http_request(d.api_port, "/").status == 200
