@@ -533,4 +533,32 @@ TEST_F(RoutesTest, FirewallExportsListOnlyWhatThePolicyBlocks) {
               std::string::npos);
 }
 
+// ?origin on a firewall export decides which evidence the policy weighs: origin=peer ignores
+// the local events of an address, origin=local its peer events (with --block-after 2 here).
+TEST_F(RoutesTest, ExportOriginChoosesTheEvidenceThePolicyWeighs) {
+    block::PolicyOptions po;
+    po.block_after = 2;
+    api::ApiOptions o;
+    o.policy = std::make_shared<const block::Policy>(po);
+    make(std::move(o));
+    auto peer = [&](const std::string& ip, const std::string& reporter) {
+        index.add(ip, "100", clock.now(), core::Origin::Peer, reporter);
+        index.publish();
+    };
+    // 192.0.2.1: two local events and one peer event from one reporter.
+    probe("192.0.2.1", "200");
+    probe("192.0.2.1", "200");
+    peer("192.0.2.1", "node-a");
+    // 203.0.113.9: one local event, two peer events from two reporters.
+    probe("203.0.113.9", "200");
+    peer("203.0.113.9", "node-a");
+    peer("203.0.113.9", "node-b");
+    // 198.51.100.7: one local event only (below --block-after 2).
+    probe("198.51.100.7", "200");
+    EXPECT_EQ(body(get("/ip-addresses?format=plain")), "192.0.2.1\n203.0.113.9\n");
+    EXPECT_EQ(body(get("/ip-addresses?format=plain&origin=all")), "192.0.2.1\n203.0.113.9\n");
+    EXPECT_EQ(body(get("/ip-addresses?format=plain&origin=local")), "192.0.2.1\n");
+    EXPECT_EQ(body(get("/ip-addresses?format=plain&origin=peer")), "203.0.113.9\n");
+}
+
 } // namespace

@@ -231,6 +231,48 @@ TEST(EventBus, LossySinkDropsByBytesBeforeItsEventCapacity) {
     EXPECT_EQ(b.stats()[0].bytes, 0u);
 }
 
+// A lossy queue takes exactly `capacity` events, not one more (not started: deterministic).
+TEST(EventBus, LossySinkTakesExactlyItsCapacity) {
+    bus::EventBus b;
+    auto sink = std::make_shared<RecordingSink>();
+    b.addSink(sink, {.name = "log", .thread_name = "t-log", .capacity = 10});
+    for (int i = 0; i < 25; ++i) {
+        b.publish(event(i));
+    }
+    auto st = b.stats()[0];
+    EXPECT_EQ(st.accepted, 10u);
+    EXPECT_EQ(st.depth, 10u);
+    EXPECT_EQ(st.dropped, 15u);
+    EXPECT_EQ(st.dropped_bytes, 0u);
+    b.start();
+    b.stop();
+    ASSERT_EQ(sink->seen.size(), 10u);
+    EXPECT_EQ(sink->seen.front(), "0"); // the oldest kept, the newest dropped
+    EXPECT_EQ(sink->seen.back(), "9");
+}
+
+// The byte budget counts the event being queued: a budget one byte short of 10 events
+// takes 9, and the queue never holds more bytes than its budget.
+TEST(EventBus, ByteBudgetCountsTheIncomingEvent) {
+    bus::EventBus b;
+    auto sink = std::make_shared<RecordingSink>();
+    const std::size_t one = bus::eventMemoryBytes(*bigEvent(0, 10000));
+    b.addSink(
+        sink,
+        {.name = "log", .thread_name = "t-log", .capacity = 1000, .capacity_bytes = 10 * one - 1});
+    for (int i = 0; i < 50; ++i) {
+        b.publish(bigEvent(i, 10000));
+    }
+    auto st = b.stats()[0];
+    EXPECT_EQ(st.accepted, 9u);
+    EXPECT_EQ(st.dropped_bytes, 41u);
+    EXPECT_EQ(st.bytes, 9 * one);
+    EXPECT_LE(st.bytes, st.capacity_bytes);
+    b.start();
+    b.stop();
+    EXPECT_EQ(sink->seen.size(), 9u);
+}
+
 TEST(EventBus, AnEventBiggerThanTheBudgetFitsAnEmptyQueue) {
     bus::EventBus b;
     auto sink = std::make_shared<RecordingSink>();

@@ -101,3 +101,51 @@ TEST(P2pCodec, LongMessagesAreCutToFitAValue) {
     EXPECT_LT(bytes.size(), p2p::kMaxValueBytes);
     EXPECT_TRUE(p2p::decode(bytes, kOwn, now()).event);
 }
+
+// The caps at their edges (SentryPeer's own: user agent 512, called number 1..128 bytes):
+// one byte under or at the cap passes, one byte over is refused.
+TEST(P2pCodec, FieldCapsAtTheirEdges) {
+    auto base = nlohmann::ordered_json::parse(core::eventToJson(event()));
+    auto with = [&](const char* k, nlohmann::ordered_json v) {
+        auto j = base;
+        j[k] = std::move(v);
+        return decodeJson(j);
+    };
+    auto agent = with("sip_user_agent", std::string(512, 'a'));
+    ASSERT_TRUE(agent.event) << p2p::rejectName(agent.reason);
+    EXPECT_EQ(agent.event->sip_user_agent, std::string(512, 'a'));
+    EXPECT_EQ(with("sip_user_agent", std::string(513, 'a')).reason, p2p::Reject::BadField);
+    EXPECT_FALSE(with("sip_user_agent", std::string(513, 'a')).event);
+
+    auto number = with("called_number", std::string(128, '1'));
+    ASSERT_TRUE(number.event) << p2p::rejectName(number.reason);
+    EXPECT_EQ(number.event->called_number, std::string(128, '1'));
+    EXPECT_EQ(with("called_number", std::string(129, '1')).reason, p2p::Reject::BadField);
+    EXPECT_EQ(with("called_number", "").reason, p2p::Reject::BadField);
+    EXPECT_FALSE(with("called_number", "").event);
+    auto one = with("called_number", "1");
+    ASSERT_TRUE(one.event) << p2p::rejectName(one.reason);
+    EXPECT_EQ(one.event->called_number, "1");
+}
+
+// A message of exactly kMaxPublishedMessage bytes is published whole; one byte more is cut
+// to exactly the cap (on a UTF-8 boundary).
+TEST(P2pCodec, MessageAtThePublishCapIsKeptWhole) {
+    auto e = event();
+    e.sip_message = std::string(p2p::kMaxPublishedMessage, 'x');
+    auto at = p2p::decode(p2p::encode(e), kOwn, now());
+    ASSERT_TRUE(at.event) << p2p::rejectName(at.reason);
+    EXPECT_EQ(at.event->sip_message, e.sip_message);
+    EXPECT_EQ(p2p::encode(e), core::eventToJson(e));
+
+    e.sip_message.push_back('y');
+    auto over = p2p::decode(p2p::encode(e), kOwn, now());
+    ASSERT_TRUE(over.event) << p2p::rejectName(over.reason);
+    EXPECT_EQ(over.event->sip_message, std::string(p2p::kMaxPublishedMessage, 'x'));
+
+    // A two-byte character straddling the cap is dropped whole, not split.
+    e.sip_message = std::string(p2p::kMaxPublishedMessage - 1, 'x') + "\xc3\xa9";
+    auto utf8 = p2p::decode(p2p::encode(e), kOwn, now());
+    ASSERT_TRUE(utf8.event) << p2p::rejectName(utf8.reason);
+    EXPECT_EQ(utf8.event->sip_message, std::string(p2p::kMaxPublishedMessage - 1, 'x'));
+}
