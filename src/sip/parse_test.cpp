@@ -203,6 +203,9 @@ std::string withToUserAndAgent(const std::string& user, const std::string& agent
 }
 
 TEST_F(ParseTest, HugeCalledNumberAndUserAgentAreCutToTheirCaps) {
+    // The documented caps, the same as SentryPeer's peer codec (README, ARCHITECTURE.md).
+    static_assert(kMaxCalledNumberBytes == 128);
+    EXPECT_EQ(kMaxUserAgentBytes, 512U);
     Message m = parse(withToUserAndAgent(std::string(std::size_t{20} * 1024, '9'),
                                          std::string(std::size_t{30} * 1024, 'u')));
     EXPECT_EQ(m.kind, Kind::Request);
