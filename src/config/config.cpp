@@ -14,8 +14,8 @@
 #include <thread>
 #include <type_traits>
 
-#include "config/toml.hpp"
 #include "block/policy.hpp"
+#include "config/toml.hpp"
 #include "core/text.hpp"
 #include "core/version.hpp"
 

@@ -64,7 +64,7 @@ struct Config {
     // REST API
     bool api = false;
     HostPort api_listen{"127.0.0.1", 8082};
-    std::string api_token; // secret: --check-config never prints it
+    std::string api_token;    // secret: --check-config never prints it
     unsigned api_threads = 1; // API worker threads: 1 measured best on 2 cores (docs/API.md)
     std::size_t api_max_connections = 1024; // ~20 KiB each at most: ~20 MiB on a 1 GiB VM
     std::size_t api_max_per_ip = 64;        // one client cannot take the whole budget
