@@ -18,6 +18,17 @@ Response tooManyLists() {
 
 } // namespace
 
+std::optional<std::shared_ptr<void>> Routes::listSlot(const ListQuery& q, bool json) {
+    if (q.limit && json) {
+        return std::shared_ptr<void>{}; // a page: no slot needed
+    }
+    auto slot = lists_.tryAcquire();
+    if (!slot) {
+        return std::nullopt;
+    }
+    return slot;
+}
+
 Response Routes::ipAddresses(const Request& r, std::string_view) {
     return listIps(r, r.param("format").value_or("json"));
 }
@@ -35,17 +46,14 @@ Response Routes::listIps(const Request& r, const std::string& format) {
         (format != "json" && format != "plain" && format != "ipset" && format != "nft")) {
         return invalid();
     }
-    std::shared_ptr<void> slot;
-    if (!q.limit || format != "json") {
-        slot = lists_.tryAcquire();
-        if (!slot) {
-            return tooManyLists();
-        }
+    auto slot = listSlot(q, format == "json");
+    if (!slot) {
+        return tooManyLists();
     }
     // Firewall formats list only what the blocking policy blocks; JSON lists what is known.
     auto page = std::make_shared<Page>(
         listIndex(index_, true, q, format == "json" ? nullptr : policy_.get()));
-    page->slot = std::move(slot);
+    page->slot = std::move(*slot);
     if (format == "json") {
         if (page->entries.empty()) {
             return message(404, "message", "No bad actors found");
@@ -68,15 +76,12 @@ Response Routes::numbers(const Request& r, std::string_view) {
         (format != "json" && format != "csv" && format != "plain")) {
         return invalid();
     }
-    std::shared_ptr<void> slot;
-    if (!q.limit || format != "json") {
-        slot = lists_.tryAcquire();
-        if (!slot) {
-            return tooManyLists();
-        }
+    auto slot = listSlot(q, format == "json");
+    if (!slot) {
+        return tooManyLists();
     }
     auto page = std::make_shared<Page>(listIndex(index_, false, q));
-    page->slot = std::move(slot);
+    page->slot = std::move(*slot);
     if (format == "json") {
         if (page->entries.empty()) {
             return message(404, "message", "No phone numbers found");

@@ -26,6 +26,7 @@
 
 #include "api/http.hpp"
 #include "api/limits.hpp"
+#include "api/list_query.hpp"
 #include "block/policy.hpp"
 #include "core/clock.hpp"
 #include "core/metrics.hpp"
@@ -109,6 +110,9 @@ private:
     Response stats(const Request& r, std::string_view);        // stats.cpp
 
     Response listIps(const Request& r, const std::string& format); // list_routes.cpp
+    // A full list (no ?limit) or an export takes a slot of the ListBudget, held until the
+    // response is streamed (an empty pointer for a page); nullopt: over --api-max-lists.
+    std::optional<std::shared_ptr<void>> listSlot(const ListQuery& q, bool json);
 
     ApiOptions options_;
     std::shared_ptr<const block::Policy> policy_; // options_.policy, or one with the defaults
