@@ -6,6 +6,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <future>
 #include <optional>
 #include <pthread.h>
 #include <span>
@@ -355,8 +356,14 @@ void Server::start() {
             ctx->run();
         });
     }
-    // The slow-route thread (/stats) is thread_pool's own: named from inside.
-    asio::post(slow_, [] { pthread_setname_np(pthread_self(), "sp-api-slow"); });
+    // The slow-route thread (/stats, lists) is thread_pool's own: named from inside, and
+    // waited for, so that the name is there before the first request.
+    std::promise<void> named;
+    asio::post(slow_, [&named] {
+        pthread_setname_np(pthread_self(), "sp-api-slow");
+        named.set_value();
+    });
+    named.get_future().wait();
     accept();
 }
 

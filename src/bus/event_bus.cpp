@@ -136,6 +136,10 @@ void EventBus::start() {
     if (running_.exchange(true)) {
         return;
     }
+    // spdlog's registry is created on first use: do it here, before the sink threads that log
+    // (its lazy creation from two threads at once is safe, but TSan cannot see it in the
+    // uninstrumented library and reports a race).
+    spdlog::default_logger_raw();
     for (auto& ch : channels_) {
         ch->thread = std::thread([c = ch.get()] { c->run(); });
     }

@@ -114,23 +114,23 @@ public:
 
     // Forward iteration in no particular order; *it is a (key, value) pair of references
     // into this map, valid while the map (or a copy sharing its nodes) lives.
-    class const_iterator {
+    class ConstIterator {
     public:
         using value_type = std::pair<std::string_view, const V&>;
-        const_iterator() = default;
+        ConstIterator() = default;
         value_type operator*() const {
             const auto* l = static_cast<const Leaf*>(leaf_);
             return {std::string_view(l->key), l->value};
         }
-        const_iterator& operator++() {
+        ConstIterator& operator++() {
             advance();
             return *this;
         }
-        bool operator==(const const_iterator& o) const { return leaf_ == o.leaf_; }
+        bool operator==(const ConstIterator& o) const { return leaf_ == o.leaf_; }
 
     private:
         friend class PersistentMap;
-        explicit const_iterator(const Node* root) {
+        explicit ConstIterator(const Node* root) {
             if (root != nullptr) {
                 descend(root);
             }
@@ -159,8 +159,8 @@ public:
         std::size_t depth_ = 0;
         const Node* leaf_ = nullptr;
     };
-    const_iterator begin() const { return const_iterator(root_); }
-    const_iterator end() const { return const_iterator(); }
+    ConstIterator begin() const { return ConstIterator(root_); }
+    ConstIterator end() const { return ConstIterator(); }
 
     // f(std::string_view key, const V& value) for every entry, in no particular order.
     template <typename F> void forEach(F&& f) const { visit(root_, f); }
@@ -319,6 +319,8 @@ private:
 
     static Branch* allocBranch(std::uint16_t capacity) {
         capacity = std::max<std::uint16_t>(capacity, 1);
+        // The child pointers follow the struct (see Branch::slots()).
+        // NOLINTNEXTLINE(bugprone-sizeof-expression): room for `capacity` pointers, on purpose
         void* mem = ::operator new(sizeof(Branch) + sizeof(Node*) * capacity);
         auto* b = new (mem) Branch();
         b->capacity = capacity;

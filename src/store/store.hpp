@@ -109,7 +109,10 @@ public:
         return evicted_[static_cast<std::size_t>(reason)].load(std::memory_order_relaxed);
     }
     // Failed write attempts (a transaction that could not commit, or a row refused).
-    std::uint64_t writeErrors() const { return write_errors_.load(std::memory_order_relaxed); }
+    // (As bus::Sink::writeErrors: /metrics sink_write_errors_total{sink="store"}.)
+    std::uint64_t writeErrors() const override {
+        return write_errors_.load(std::memory_order_relaxed);
+    }
     // Events given up on: rejected by the database, or dropped because it kept failing for
     // longer than max_pending events (each also logged, rate-limited).
     std::uint64_t lost() const { return lost_.load(std::memory_order_relaxed); }
