@@ -682,7 +682,7 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
     if (env_config && !has_config_flag) {
         args.insert(args.begin(), {"--config", *env_config});
     }
-    auto configFile = [&app] {
+    auto config_file_name = [&app] {
         std::string file = app.get_config_ptr()->as<std::string>();
         return file.empty() ? std::string("config file") : file;
     };
@@ -702,7 +702,7 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
             return o->get_envname();
         }
         if (auto where = toml->where(o)) {
-            return configFile() + ":" + *where;
+            return config_file_name() + ":" + *where;
         }
         return o->get_name();
     };
@@ -721,9 +721,9 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
         return Exit{0, e.what()};
     } catch (const TomlError& e) {
         std::string line = e.line > 0 ? ":" + std::to_string(e.line) : "";
-        return Exit{2, "sentrypeer: " + configFile() + line + ": " + oneLine(e.what())};
+        return Exit{2, "sentrypeer: " + config_file_name() + line + ": " + oneLine(e.what())};
     } catch (const CLI::ConfigError& e) {
-        return Exit{2, "sentrypeer: " + configFile() + ": " + oneLine(e.what())};
+        return Exit{2, "sentrypeer: " + config_file_name() + ": " + oneLine(e.what())};
     } catch (const CLI::ParseError& e) {
         std::string what = oneLine(e.what());
         std::string body;

@@ -207,12 +207,12 @@ std::string TomlReader::scalar(const std::string& key) {
         i = 1;
     }
     bool ok = i < word.size();
-    auto isDigit = [&word](std::size_t at) { return word[at] >= '0' && word[at] <= '9'; };
+    auto is_digit = [&word](std::size_t at) { return word[at] >= '0' && word[at] <= '9'; };
     for (; ok && i < word.size(); ++i) {
-        if (isDigit(i)) {
+        if (is_digit(i)) {
             digits.push_back(word[i]);
-        } else if (word[i] != '_' || i == 0 || i + 1 >= word.size() || !isDigit(i - 1) ||
-                   !isDigit(i + 1)) {
+        } else if (word[i] != '_' || i == 0 || i + 1 >= word.size() || !is_digit(i - 1) ||
+                   !is_digit(i + 1)) {
             ok = false;
         }
     }

@@ -224,39 +224,41 @@ def wait_idle(port: int):
 def test_connections_are_capped_per_ip_and_in_total(make_daemon):
     d = api_daemon(make_daemon, args=["--api-max-per-ip", "2", "--api-max-connections", "4"])
     wait_idle(d.api_port)
-    held = [open_conn(d.api_port, "127.0.0.1"), open_conn(d.api_port, "127.0.0.1")]
-    try:
-        assert_closed_at_once(d.api_port, "127.0.0.1")  # a third from the same IP
-        held.append(open_conn(d.api_port, "127.0.0.2"))  # another IP still gets in
-        # 3 held + the scrape = 4: the total cap is reached while it runs
-        assert metric(d.api_port, "sentrypeer_api_connections") == 4
-        # The 4th. The server learns of the scrape's close asynchronously (slowly under
-        # ASan): until then this one is over the total and refused; count those refusals.
-        refused_opens = 0
+    # The server learns of a client's close asynchronously (slowly under ASan): until it
+    # has, a new connection can be over the total and refused. Every such refusal is counted
+    # here, so that the server's counter can be checked exactly.
+    refused = 0
+
+    def retry(what, *args):
+        nonlocal refused
         deadline = time.monotonic() + 5
         while True:
             try:
-                held.append(open_conn(d.api_port, "127.0.0.3"))
-                break
+                got = what(*args)
             except (ConnectionResetError, BrokenPipeError, AssertionError):
-                refused_opens += 1
-                assert time.monotonic() < deadline, "the scrape's connection never given back"
-                time.sleep(0.05)
+                got = None  # open_conn: closed unanswered
+            if got is not None:
+                return got
+            refused += 1
+            assert time.monotonic() < deadline, f"{what.__name__}{args} kept being refused"
+            time.sleep(0.05)
+
+    def scrape(line):
+        return retry(metric, d.api_port, line)
+
+    held = [retry(open_conn, d.api_port, "127.0.0.1"), retry(open_conn, d.api_port, "127.0.0.1")]
+    try:
+        assert_closed_at_once(d.api_port, "127.0.0.1")  # a third from the same IP
+        held.append(retry(open_conn, d.api_port, "127.0.0.2"))  # another IP still gets in
+        # 3 held + the scrape = 4: the total cap is reached while it runs
+        assert scrape("sentrypeer_api_connections") == 4
+        held.append(retry(open_conn, d.api_port, "127.0.0.3"))  # the 4th
         assert_closed_at_once(d.api_port, "127.0.0.4")  # over the total
         held.pop().close()
-        # Until the server has seen the close, a scrape is itself over the total: count
-        # those refusals, then check the counters exactly.
-        refused_scrapes = 0
-        deadline = time.monotonic() + 5
-        while (open_now := metric(d.api_port, "sentrypeer_api_connections")) is None:
-            refused_scrapes += 1
-            assert time.monotonic() < deadline, "closed connection never given back"
-            time.sleep(0.05)
-        assert open_now == 4  # 3 held + this scrape
-        assert metric(d.api_port,
-                      'sentrypeer_api_connections_rejected_total{reason="per_ip"}') == 1
-        assert metric(d.api_port, 'sentrypeer_api_connections_rejected_total{reason="total"}') \
-            == 1 + refused_scrapes + refused_opens
+        assert scrape("sentrypeer_api_connections") == 4  # 3 held + this scrape
+        assert scrape('sentrypeer_api_connections_rejected_total{reason="per_ip"}') == 1
+        total = scrape('sentrypeer_api_connections_rejected_total{reason="total"}')
+        assert total == 1 + refused, (total, refused)
         # the held connections still work
         for s in held:
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
