@@ -45,32 +45,9 @@ import threading
 import time
 from pathlib import Path
 
+from ingest import cpu_seconds, free_port, udp_rcvbuf_errors  # bench/ingest.py: the ingestion benchmark
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port(udp_too: bool = True) -> int:
-    while True:
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        if not udp_too:
-            t.close()
-            return port
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            u.close()
-            t.close()
-
-
-def udp_rcvbuf_errors() -> int:
-    lines = [l.split() for l in Path("/proc/net/snmp").read_text().splitlines()
-             if l.startswith("Udp:")]
-    return int(lines[1][lines[0].index("RcvbufErrors")])
 
 
 def udp_socket_drops(port: int) -> int:
@@ -89,11 +66,6 @@ def proc_status(pid: int) -> dict:
         if line.startswith(("VmRSS:", "VmHWM:")):
             out[line.split(":")[0]] = int(line.split()[1])  # KiB
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_info() -> str:

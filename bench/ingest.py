@@ -42,11 +42,15 @@ DEFAULT_STEPS = ("udp:10000,udp:25000,udp:50000,udp:75000,"
                  "tcp-connections:1000,tcp-connections:5000,tcp-stream:20000")
 
 
-def free_port() -> int:
+def free_port(udp_too: bool = True) -> int:
+    """A free TCP port on 127.0.0.1 that is (with udp_too) free for UDP as well."""
     while True:
         t = socket.socket()
         t.bind(("127.0.0.1", 0))
         port = t.getsockname()[1]
+        if not udp_too:
+            t.close()
+            return port
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             u.bind(("127.0.0.1", port))

@@ -182,11 +182,8 @@ std::string TomlReader::scalar(const std::string& key) {
     if (atEnd() || peek() == '\n' || peek() == '\r') {
         fail(key + ": missing value");
     }
-    if (peek() == '"') {
-        return basicString(key);
-    }
-    if (peek() == '\'') {
-        return literalString(key);
+    if (peek() == '"' || peek() == '\'') {
+        return quotedString(key);
     }
     std::size_t start = pos_;
     while (!atEnd() && (std::isalnum(static_cast<unsigned char>(peek())) != 0 ||
@@ -223,8 +220,11 @@ std::string TomlReader::scalar(const std::string& key) {
     return digits;
 }
 
-std::string TomlReader::literalString(const std::string& key) {
-    if (text_.compare(pos_, 3, "'''") == 0) {
+// A string on one line: '...' taken literally, "..." with TOML's escapes.
+std::string TomlReader::quotedString(const std::string& key) {
+    const char quote = peek();
+    const bool escapes = quote == '"';
+    if (text_.compare(pos_, 3, std::string(3, quote)) == 0) {
         fail(key + ": multi-line strings are not supported");
     }
     ++pos_;
@@ -234,72 +234,57 @@ std::string TomlReader::literalString(const std::string& key) {
             fail(key + ": unterminated string");
         }
         char ch = text_[pos_++];
-        if (ch == '\'') {
+        if (ch == quote) {
             return out;
         }
+        if (escapes && ch == '\\') {
+            escape(key, out);
+            continue;
+        }
         if ((static_cast<unsigned char>(ch) < 0x20 && ch != '\t') || ch == 0x7f) {
-            fail(key + ": control character in a string");
+            fail(key + (escapes ? ": control character in a string (escape it)"
+                                : ": control character in a string"));
         }
         out.push_back(ch);
     }
 }
 
-std::string TomlReader::basicString(const std::string& key) {
-    if (text_.compare(pos_, 3, "\"\"\"") == 0) {
-        fail(key + ": multi-line strings are not supported");
+// The escape after a backslash in a "..." string, appended to out.
+void TomlReader::escape(const std::string& key, std::string& out) {
+    if (atEnd()) {
+        fail(key + ": unterminated string");
     }
-    ++pos_;
-    std::string out;
-    while (true) {
-        if (atEnd() || peek() == '\n' || peek() == '\r') {
-            fail(key + ": unterminated string");
-        }
-        char ch = text_[pos_++];
-        if (ch == '"') {
-            return out;
-        }
-        if (ch != '\\') {
-            if ((static_cast<unsigned char>(ch) < 0x20 && ch != '\t') || ch == 0x7f) {
-                fail(key + ": control character in a string (escape it)");
-            }
-            out.push_back(ch);
-            continue;
-        }
-        if (atEnd()) {
-            fail(key + ": unterminated string");
-        }
-        char e = text_[pos_++];
-        switch (e) {
-        case '"':
-            out.push_back('"');
-            break;
-        case '\\':
-            out.push_back('\\');
-            break;
-        case 'b':
-            out.push_back('\b');
-            break;
-        case 't':
-            out.push_back('\t');
-            break;
-        case 'n':
-            out.push_back('\n');
-            break;
-        case 'f':
-            out.push_back('\f');
-            break;
-        case 'r':
-            out.push_back('\r');
-            break;
-        case 'u':
-            unicodeEscape(key, 4, out);
-            break;
-        case 'U':
-            unicodeEscape(key, 8, out);
-            break;
-        default:
-            fail(key + ": unknown escape in a string");
-        }
+    char e = text_[pos_++];
+    switch (e) {
+    case '"':
+        out.push_back('"');
+        break;
+    case '\\':
+        out.push_back('\\');
+        break;
+    case 'b':
+        out.push_back('\b');
+        break;
+    case 't':
+        out.push_back('\t');
+        break;
+    case 'n':
+        out.push_back('\n');
+        break;
+    case 'f':
+        out.push_back('\f');
+        break;
+    case 'r':
+        out.push_back('\r');
+        break;
+    case 'u':
+        unicodeEscape(key, 4, out);
+        break;
+    case 'U':
+        unicodeEscape(key, 8, out);
+        break;
+    default:
+        fail(key + ": unknown escape in a string");
     }
 }
 

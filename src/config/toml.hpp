@@ -47,8 +47,8 @@ private:
     std::string key();
     std::vector<std::string> array(const std::string& key);
     std::string scalar(const std::string& key);
-    std::string literalString(const std::string& key);
-    std::string basicString(const std::string& key);
+    std::string quotedString(const std::string& key);
+    void escape(const std::string& key, std::string& out);
     void unicodeEscape(const std::string& key, std::size_t n, std::string& out);
 
     std::string text_;
