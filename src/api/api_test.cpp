@@ -1,3 +1,5 @@
+#include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <set>
 
@@ -27,7 +29,7 @@ struct RoutesTest : ::testing::Test {
     }
     void make(api::ApiOptions o) {
         o.db_path = "/nonexistent.db";
-        o.max_age = 7 * 24h;
+        o.block_window = 7 * 24h;
         routes = std::make_unique<api::Routes>(std::move(o), index, clock, metrics);
     }
     void probe(const std::string& ip, const std::string& number, std::chrono::seconds ago = 0s) {
@@ -562,3 +564,33 @@ TEST_F(RoutesTest, ExportOriginChoosesTheEvidenceThePolicyWeighs) {
 }
 
 } // namespace
+
+TEST(ApiKeys, CommandLineAndFileKeysMatchExactly) {
+    auto path = std::filesystem::temp_directory_path() / "sp_api_keys_test.txt";
+    {
+        std::ofstream out(path);
+        out << "# bouncers\n\n  file-key-0001 \nfile-key-0002\r\ncli-key-0001\n";
+    }
+    auto keys = api::ApiKeys::load({"cli-key-0001"}, path.string());
+    EXPECT_EQ(keys->size(), 3U) << "duplicates kept once, comments and blanks skipped";
+    EXPECT_EQ(keys->find("cli-key-0001"), 0U);
+    EXPECT_EQ(keys->find("file-key-0001"), 1U);
+    EXPECT_EQ(keys->find("file-key-0002"), 2U) << "a CRLF file";
+    EXPECT_FALSE(keys->find("file-key-000"));
+    EXPECT_FALSE(keys->find("file-key-00011"));
+    EXPECT_FALSE(keys->find(""));
+    EXPECT_FALSE(api::ApiKeys::load({}, "")->find("cli-key-0001")) << "no keys: nothing matches";
+    {
+        std::ofstream out(path);
+        out << "good-key-0001\nbad key with spaces\n";
+    }
+    try {
+        api::ApiKeys::load({}, path.string());
+        FAIL() << "a bad line must stop startup";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find(":2:"), std::string::npos) << e.what();
+        EXPECT_EQ(std::string(e.what()).find("bad key"), std::string::npos) << "never echoes keys";
+    }
+    EXPECT_THROW(api::ApiKeys::load({}, (path.string() + ".missing")), std::runtime_error);
+    std::filesystem::remove(path);
+}

@@ -64,9 +64,9 @@ Response Routes::listIps(const Request& r, const std::string& format) {
         return plainList(std::move(page));
     }
     if (format == "ipset") {
-        return ipsetExport(std::move(page), set, options_.max_age, now);
+        return ipsetExport(std::move(page), set, options_.block_window, now);
     }
-    return nftExport(*page, table, set, options_.max_age, now);
+    return nftExport(*page, table, set, options_.block_window, now);
 }
 
 Response Routes::numbers(const Request& r, std::string_view) {

@@ -24,6 +24,7 @@
 #include <string>
 #include <string_view>
 
+#include "api/api_keys.hpp"
 #include "api/http.hpp"
 #include "api/limits.hpp"
 #include "api/list_query.hpp"
@@ -39,15 +40,18 @@ class StatsQuery;
 namespace sp::api {
 
 struct ApiOptions {
-    std::string token;                       // when set, routes with auth need "Bearer <token>"
-    std::string db_path;                     // for /stats (opened read-only, lazily)
-    std::chrono::seconds max_age{0};         // retention: remaining lifetime of exported entries
+    std::string token;                    // when set, routes with auth need "Bearer <token>"
+    std::string db_path;                  // for /stats (opened read-only, lazily)
+    std::chrono::seconds block_window{0}; // exported timeouts: block::PolicyOptions::block_window
     std::function<std::string()> p2p_status; // JSON for /p2p/status; empty when p2p is off
     std::string cors_origin;                 // Access-Control-Allow-Origin; empty: none
     std::size_t max_lists = 4;               // full lists/exports answered at once
     // The one blocking policy (never-block list, reporters, --block-after) that decides what
     // the firewall exports list; null: a policy with the defaults.
     std::shared_ptr<const block::Policy> policy;
+    // Keys of the blocking tools' feeds (CrowdSec /v1/decisions*, APIBAN /api/{KEY}/...);
+    // null or empty: those routes refuse every request (403).
+    std::shared_ptr<const ApiKeys> bouncer_keys;
 };
 
 class Routes;

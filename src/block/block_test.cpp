@@ -322,3 +322,18 @@ TEST(Block, ConcurrentLookupsDuringReload) {
     EXPECT_EQ(wrong.load(), 0U);
     fs::remove(f);
 }
+
+TEST(Block, RemainingFollowsTheBlockWindow) {
+    using namespace std::chrono_literals;
+    PolicyOptions o;
+    o.include_own_addresses = false;
+    const auto now = std::chrono::system_clock::time_point{} + 1000h;
+    EXPECT_FALSE(Policy(o).remaining(now - 5h, now)) << "window 0: blocks never expire";
+    o.block_window = 2h;
+    Policy p(o);
+    EXPECT_EQ(p.remaining(now, now), 2h);
+    EXPECT_EQ(p.remaining(now - 30min, now), 90min);
+    EXPECT_EQ(p.remaining(now - 2h + 500ms, now), 1s) << "rounded up: never 0 while still inside";
+    EXPECT_EQ(p.remaining(now - 2h, now), 0s);
+    EXPECT_EQ(p.remaining(now - 9h, now), 0s) << "expired long ago: 0, never negative";
+}

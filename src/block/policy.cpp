@@ -316,6 +316,16 @@ bool Policy::neverBlock(std::string_view ip) const {
     return lists()->contains(*a);
 }
 
+std::optional<std::chrono::seconds>
+Policy::remaining(std::chrono::system_clock::time_point last,
+                  std::chrono::system_clock::time_point now) const {
+    if (o_.block_window.count() <= 0) {
+        return std::nullopt;
+    }
+    auto left = std::chrono::ceil<std::chrono::seconds>(last + o_.block_window - now);
+    return std::max(left, std::chrono::seconds{0});
+}
+
 bool Policy::shouldBlock(std::string_view ip, const Evidence& e) const {
     bool peer_counts = o_.peer_min_reporters > 0 && e.reporters >= o_.peer_min_reporters;
     if (!peer_counts && e.peer > 0) {

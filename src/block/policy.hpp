@@ -17,6 +17,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -43,6 +44,9 @@ struct PolicyOptions {
     std::string allow_file;                       // one CIDR per line, # comments, blank lines ok
     bool include_own_addresses = true;            // getifaddrs() at construction + reload
     std::vector<std::string> extra_own_addresses; // e.g. the daemon's listen addresses
+    // How long a block lasts after the address was last seen: --block-time if set, else the
+    // data window (--max-age). 0: no expiry (blocks stay while the address is in the data).
+    std::chrono::seconds block_window{0};
 };
 
 // An address or prefix in IPv6 space (IPv4 as ::ffff:a.b.c.d, prefix length + 96).
@@ -71,6 +75,11 @@ public:
     // counted = local + (peer_min_reporters > 0 && reporters >= peer_min_reporters ? peer : 0);
     // true iff !neverBlock(ip) && counted >= max(block_after, 1).
     bool shouldBlock(std::string_view ip, const Evidence& e) const;
+    // What is left of a block for an address last seen at `last`: last + block_window - now,
+    // at least 0 (0: expired, take it out now). nullopt when blocks do not expire
+    // (block_window 0). Every blocking output uses this for its element timeouts.
+    std::optional<std::chrono::seconds> remaining(std::chrono::system_clock::time_point last,
+                                                  std::chrono::system_clock::time_point now) const;
     // Re-reads allow_file and the interface addresses (SIGHUP). On error keeps the old
     // list, logs one line and returns false.
     bool reload();

@@ -110,6 +110,13 @@ std::string checkCidr(const std::string& v) {
     return {};
 }
 
+std::string checkApiKey(const std::string& v) {
+    if (!core::validApiKey(v)) {
+        return "a key must be 8-256 characters of A-Z a-z 0-9 . _ ~ + = -";
+    }
+    return {};
+}
+
 // An http(s) URL (or empty); a port in its authority must be 1-65535.
 std::string checkUrl(const std::string& url) {
     if (url.empty()) {

@@ -16,6 +16,8 @@ std::string checkHostPort(const std::string& v);
 CLI::Validator unsignedUpTo(std::uint64_t max, const std::string& what);
 std::string checkBootstrap(const std::string& b);
 std::string checkCidr(const std::string& v);
+// A bouncer/API key (core::validApiKey); the message never repeats the key.
+std::string checkApiKey(const std::string& v);
 std::string checkUrl(const std::string& url);
 
 } // namespace sp::config

@@ -233,6 +233,7 @@ struct Raw {
     bool no_tls = false;
     std::string max_age = "7d";
     std::string tcp_idle_timeout = "30s";
+    std::string block_time = "0";
 };
 
 CLI::Option* addFlag(Table& app, const std::string& names, bool& target, const std::string& env,
@@ -425,6 +426,19 @@ void buildOptions(Table& app, Config& c, Raw& raw) {
         ->delimiter(',');
     addOption(app, "--allow-file", c.allow_file, "SENTRYPEER_ALLOW_FILE",
               "Never block the CIDRs in this file (one per line, # comments); re-read on SIGHUP");
+    addOption(app, "--block-time", raw.block_time, "SENTRYPEER_BLOCK_TIME",
+              "How long blocking outputs block an address after its last event, e.g. 1h; "
+              "0: for the rest of the data window (--max-age)")
+        ->check(checkDuration);
+    app.shows(app.get_option("--block-time"), [&c] { return tomlValue(c.block_time); });
+    app.secret(addOption(app, "--bouncer-key", c.bouncer_keys, "SENTRYPEER_BOUNCER_KEY",
+                         "A key that CrowdSec bouncers (X-Api-Key) and APIBAN clients ({KEY}) "
+                         "must present, repeatable; environment: comma-separated (secret: "
+                         "--check-config does not print it)"))
+        ->check(checkApiKey)
+        ->delimiter(',');
+    addOption(app, "--bouncer-key-file", c.bouncer_key_file, "SENTRYPEER_BOUNCER_KEY_FILE",
+              "File of bouncer keys, one per line (# comments)");
     // Operations
     addFlag(app, "-v,--verbose", c.verbose, "SENTRYPEER_VERBOSE", "Verbose logging");
     addFlag(app, "-d,--debug", c.debug, "SENTRYPEER_DEBUG", "Debug logging");
@@ -567,6 +581,7 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
     }
     c.max_age = *core::parseDuration(raw.max_age);
     c.tcp_idle_timeout = *core::parseDuration(raw.tcp_idle_timeout);
+    c.block_time = *core::parseDuration(raw.block_time);
     if (c.tcp_idle_timeout.count() == 0) {
         return fail("--tcp-idle-timeout", "must be more than 0");
     }

@@ -70,6 +70,10 @@ struct Config {
     std::size_t api_max_per_ip = 64;        // one client cannot take the whole budget
     std::size_t api_max_lists = 4;          // full lists/exports at once: each snapshots the index
     std::string api_cors_origin;            // empty: no Access-Control-Allow-Origin header
+    // Keys of the feeds for blocking tools (CrowdSec bouncers' X-Api-Key, APIBAN's {KEY}):
+    // none by default, and without one those routes answer 403 (secret: never printed).
+    std::vector<std::string> bouncer_keys;
+    std::string bouncer_key_file; // one key per line, # comments; empty: none
 
     // Peer to peer (OpenDHT): on unless opted out
     bool p2p = true;
@@ -80,10 +84,12 @@ struct Config {
     double p2p_max_peer_rate = 1000; // peer events accepted per second, all publishers together
 
     // Blocking policy (block::Policy, shared by every blocking output)
-    unsigned peer_min_reporters = 2; // distinct reporters before peer events count; 0: never
-    std::uint64_t block_after = 1;   // counted events before an address is blocked
-    std::vector<std::string> allow;  // never-block CIDRs (or single addresses)
-    std::string allow_file;          // one CIDR per line, reloaded on SIGHUP; empty: none
+    unsigned peer_min_reporters = 2;    // distinct reporters before peer events count; 0: never
+    std::uint64_t block_after = 1;      // counted events before an address is blocked
+    std::vector<std::string> allow;     // never-block CIDRs (or single addresses)
+    std::string allow_file;             // one CIDR per line, reloaded on SIGHUP; empty: none
+    std::chrono::seconds block_time{0}; // a block lasts this long after the last event; 0: the
+                                        // rest of the data window (--max-age)
 
     // Operations
     bool verbose = false;

@@ -261,4 +261,11 @@ std::string errnoMessage(int err) {
     return ::strerror_r(err, buf, sizeof buf);
 }
 
+bool validApiKey(std::string_view key) {
+    return key.size() >= 8 && key.size() <= 256 && std::all_of(key.begin(), key.end(), [](char c) {
+               return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '~' || c == '+' || c == '=' || c == '-';
+           });
+}
+
 } // namespace sp::core

@@ -105,6 +105,8 @@ struct Runtime {
     // The blocking policy every blocking output shares (built before the listeners; its
     // allow file is re-read on SIGHUP).
     std::shared_ptr<block::Policy> policy;
+    // Keys the blocking tools' feeds accept (--bouncer-key, --bouncer-key-file).
+    std::shared_ptr<const api::ApiKeys> bouncer_keys;
     std::shared_ptr<sinks::Webhook> webhook;
     std::unique_ptr<listen::Ingest> ingest;
     std::unique_ptr<listen::ConnectionLimits> limits;
@@ -214,11 +216,12 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
 void startApi(const config::Config& c, Runtime& rt) {
     api::ApiOptions options{.token = c.api_token,
                             .db_path = c.db_file,
-                            .max_age = c.max_age,
+                            .block_window = rt.policy->options().block_window,
                             .p2p_status = {},
                             .cors_origin = c.api_cors_origin,
                             .max_lists = c.api_max_lists,
-                            .policy = rt.policy};
+                            .policy = rt.policy,
+                            .bouncer_keys = rt.bouncer_keys};
     if (rt.p2p) {
         options.p2p_status = [p = rt.p2p] { return p->statusJson(); };
     }
@@ -253,6 +256,7 @@ void buildPolicy(const config::Config& c, Runtime& rt) {
         o.extra_own_addresses.push_back(c.tls_listen->host);
     }
     o.extra_own_addresses.push_back(c.api_listen.host);
+    o.block_window = c.block_time.count() > 0 ? c.block_time : c.max_age;
     rt.policy = std::make_shared<block::Policy>(std::move(o));
     rt.metrics.add([p = rt.policy](core::MetricsWriter& w) { p->collect(w); });
 }
@@ -344,6 +348,7 @@ int run(const config::Config& c) {
                                 .load_index = false},
             rt.clock);
         buildPolicy(c, rt);
+        rt.bouncer_keys = api::ApiKeys::load(c.bouncer_keys, c.bouncer_key_file);
         addSinks(c, rt);
         if (!c.sip_disable) {
             startListeners(c, rt, node_id);
