@@ -337,3 +337,20 @@ TEST(Block, RemainingFollowsTheBlockWindow) {
     EXPECT_EQ(p.remaining(now - 2h, now), 0s);
     EXPECT_EQ(p.remaining(now - 9h, now), 0s) << "expired long ago: 0, never negative";
 }
+
+TEST(Block, DecideIsShouldBlockWithinTheWindow) {
+    using namespace std::chrono_literals;
+    PolicyOptions o;
+    o.include_own_addresses = false;
+    o.block_window = 1h;
+    o.allow = {"198.51.100.0/24"};
+    Policy p(o);
+    const auto now = std::chrono::system_clock::time_point{} + 1000h;
+    auto d = p.decide("203.0.113.5", Evidence{1, 0, 0}, now - 10min, now);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->left, 50min);
+    EXPECT_FALSE(p.decide("203.0.113.5", Evidence{1, 0, 0}, now - 1h, now)) << "expired";
+    EXPECT_FALSE(p.decide("198.51.100.5", Evidence{9, 0, 0}, now, now)) << "allow-listed";
+    EXPECT_FALSE(p.decide("203.0.113.5", Evidence{0, 5, 1}, now, now)) << "one reporter";
+    EXPECT_TRUE(p.decide("203.0.113.5", Evidence{0, 5, 2}, now, now)) << "two reporters";
+}

@@ -326,6 +326,16 @@ Policy::remaining(std::chrono::system_clock::time_point last,
     return std::max(left, std::chrono::seconds{0});
 }
 
+std::optional<Policy::Block> Policy::decide(std::string_view ip, const Evidence& e,
+                                            std::chrono::system_clock::time_point last,
+                                            std::chrono::system_clock::time_point now) const {
+    auto left = remaining(last, now);
+    if ((left && left->count() == 0) || !shouldBlock(ip, e)) {
+        return std::nullopt;
+    }
+    return Block{left};
+}
+
 bool Policy::shouldBlock(std::string_view ip, const Evidence& e) const {
     bool peer_counts = o_.peer_min_reporters > 0 && e.reporters >= o_.peer_min_reporters;
     if (!peer_counts && e.peer > 0) {

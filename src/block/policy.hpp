@@ -80,6 +80,14 @@ public:
     // (block_window 0). Every blocking output uses this for its element timeouts.
     std::optional<std::chrono::seconds> remaining(std::chrono::system_clock::time_point last,
                                                   std::chrono::system_clock::time_point now) const;
+    // The block to apply now: shouldBlock(ip, e) and not expired (remaining(last, now) not 0).
+    // `left`: what remains of it (nullopt: no expiry). nullopt: do not block (or unblock).
+    struct Block {
+        std::optional<std::chrono::seconds> left;
+    };
+    std::optional<Block> decide(std::string_view ip, const Evidence& e,
+                                std::chrono::system_clock::time_point last,
+                                std::chrono::system_clock::time_point now) const;
     // Re-reads allow_file and the interface addresses (SIGHUP). On error keeps the old
     // list, logs one line and returns false.
     bool reload();
