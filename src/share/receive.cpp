@@ -67,6 +67,7 @@ void Impl::handleBatch(const Inbound& in) {
     }
     ++n;
     p->seqs.emplace(h.q, std::make_pair(v.id, h.b));
+    p->publisher = true;
     if (!p->stamp_ok && h.stamp && checkStamp(pid.toString(), *h.stamp, o_.stamp_bits)) {
         p->stamp_ok = true;
     }

@@ -284,7 +284,7 @@ void Impl::maintainListens() {
                     auto mb = mb_;
                     auto fut =
                         runner_.listen(key, [mb, key](const std::vector<Vp>& vals, bool expired) {
-                            return expired ? !mb->closed : mb->push(Kind::Batch, key, vals);
+                            return mb->push(Kind::Batch, key, expired ? std::vector<Vp>{} : vals);
                         });
                     listens_.emplace(key, fut.share());
                     listen_bucket_[key] = b;
@@ -309,7 +309,7 @@ void Impl::maintainListens() {
         if (!inbox_listens_.count(key)) {
             auto mb = mb_;
             auto fut = runner_.listen(key, [mb, key](const std::vector<Vp>& vals, bool expired) {
-                return expired ? !mb->closed : mb->push(Kind::Grant, key, vals);
+                return mb->push(Kind::Grant, key, expired ? std::vector<Vp>{} : vals);
             });
             inbox_listens_.emplace(key, fut.share());
         }
