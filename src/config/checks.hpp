@@ -17,5 +17,8 @@ CLI::Validator unsignedUpTo(std::uint64_t max, const std::string& what);
 std::string checkBootstrap(const std::string& b);
 std::string checkCidr(const std::string& v);
 std::string checkUrl(const std::string& url);
+// An RCP1 identity (pkId): 40 hex digits, any case (normalised to lower case by parse()).
+std::string checkPkId(const std::string& v);
+std::string checkCredit(const std::string& v);
 
 } // namespace sp::config
