@@ -241,7 +241,7 @@ void P2pNode::start() {
     so.log = [](std::string_view line) { spdlog::info("p2p share: {}", line); };
     share::Callbacks cb;
     cb.confirmed = d.o.confirmed;
-    cb.deliver = [&d](share::Delivered r) { d.onRecord(r); };
+    cb.deliver = [&d](const share::Delivered& r) { d.onRecord(r); };
     try {
         d.sharer = std::make_unique<share::Sharer>(d.runner, id, std::move(so), std::move(cb));
     } catch (const std::exception& e) {
