@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import READY_RE, clean_env, free_port, sentrypeer_bin
-from test_p2p import (P2pDaemon, free_udp_port, http_get,
+from test_p2p import (P2pDaemon, wait_until, free_udp_port, http_get,
                       listening_sockets, private_network, unique_number, wait_network,
                       wait_peer_row)
 
@@ -86,6 +86,13 @@ def test_two_default_daemons_share_probes_both_ways(make_daemon):
         assert row["reporter"] == src.status()["identity"], row
         assert dst.number_known(numbers[src.name]), f"{dst.name}: /numbers/ not found"
 
+    # Default credit L1: each record is about 127.0.0.1, which the receiver saw itself (the
+    # daemon's "confirmed locally" answer from its index) and got first from that peer.
+    def credited():
+        return all(n.status()["share"]["records"]["credited"] >= 1 for n in (a, b))
+
+    assert wait_until(credited, 5, 0.1), \
+        f"L1 credit not given: {[n.status()['share'] for n in (a, b)]}"
     for node in (a, b):
         m = node.metrics()
         published = re.search(r'^sentrypeer_p2p_share_records_total\{event="published"\} (\d+)$',
