@@ -19,12 +19,15 @@ void Impl::evaluateGrants() {
     std::int64_t ce = epochOf(now);
     // Grants for the next epoch go out in the last quarter of this one.
     bool late = (ms - ce * epoch_s_ * 1000) * 4 >= epoch_s_ * 1000 * 3;
+    // The current epoch's key to a publisher credited in this epoch or the previous one; the
+    // next epoch's key only to one credited in this epoch (so a node that stops contributing
+    // in epoch e holds no key for e + 2: docs/P2P.md, departures).
     for (auto& [id, p] : peers_) {
         if (!p.pk || deny_.count(id) || !isQualified(p)) {
             continue;
         }
         ensureGrant(p, ce);
-        if (late) {
+        if (late && p.credited_epochs.count(ce) != 0) {
             ensureGrant(p, ce + 1);
         }
     }

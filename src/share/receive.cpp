@@ -8,7 +8,7 @@
 namespace sp::share::detail {
 
 namespace {
-constexpr std::int64_t kMaxRecordSkew = 15 * 60; // s
+constexpr std::int64_t kMaxRecordSkew = std::int64_t{15} * 60; // s
 }
 
 void Impl::handleBatch(const Inbound& in) {

@@ -8,6 +8,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <sys/stat.h>
@@ -32,16 +33,18 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-// RSA-2048 identities, generated once per test binary (keygen is the slow part).
+// RSA-2048 identities, each generated once per test process (keygen is the slow part; ctest
+// runs every test in its own process, so only the indexes a test uses are made).
 const dht::crypto::Identity& fixture(std::size_t i) {
     static std::mutex mu;
-    static std::vector<dht::crypto::Identity> ids;
+    static std::map<std::size_t, dht::crypto::Identity> ids;
     std::lock_guard lk(mu);
-    while (ids.size() <= i) {
-        ids.push_back(
-            dht::crypto::generateIdentity("fixture" + std::to_string(ids.size()), {}, 2048));
+    auto it = ids.find(i);
+    if (it == ids.end()) {
+        it = ids.emplace(i, dht::crypto::generateIdentity("fixture" + std::to_string(i), {}, 2048))
+                 .first;
     }
-    return ids[i];
+    return it->second;
 }
 
 Record makeRecord(std::uint32_t n, const std::string& subject) {
@@ -657,6 +660,197 @@ TEST(ShareNet, TamperedReplayedMisboundAndOverCapRejected) {
     EXPECT_EQ(b.countFrom(pkOf(f)), 0U);
     EXPECT_EQ(s.rejected.duplicate, s0.rejected.duplicate);
     std::printf("[ share ] B after the attacks: %s\n", sp::share::statusJson(s).c_str());
+}
+
+// A node that joins late gets the stored batches of the retention window (catch-up) and,
+// once it contributes, the keys within the window: it reads records published before it came.
+TEST(ShareNet, NewcomerCatchesUpTheWindow) {
+    auto o = testOptions();
+    o.retention = 12s;
+    Net net(3, 9, o, {}, {2});
+    auto& a = net[0];
+    auto& b = net[1];
+    auto& n = net[2];
+    std::uint32_t seq = 1;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, seq++);
+            publishFrom(b, 1000 + seq++);
+            return b.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(b)) > 0;
+        },
+        20s));
+    std::vector<std::array<std::uint8_t, 16>> early;
+    for (std::uint32_t i = 0; i < 5; ++i) {
+        auto r = makeRecord(7000 + i, "192.0.2.77");
+        early.push_back(r.id);
+        a.owned->publish(std::move(r));
+        std::this_thread::sleep_for(100ms);
+    }
+    std::this_thread::sleep_for(1500ms); // published and stored before the newcomer starts
+    sp::share::Callbacks cbs;
+    Node* np = &n;
+    cbs.deliver = [np](Delivered dl) {
+        std::lock_guard lk(np->mu);
+        np->got.push_back(std::move(dl));
+    };
+    n.owned = std::make_unique<Sharer>(n.runner, n.id, o, cbs);
+    n.sharer = n.owned.get();
+    n.owned->start();
+    auto gotAllEarly = [&] {
+        std::lock_guard lk(n.mu);
+        std::size_t found = 0;
+        for (const auto& id : early) {
+            for (const auto& g : n.got) {
+                found += g.record.id == id;
+            }
+        }
+        return found == early.size();
+    };
+    bool ok = waitFor(
+        [&] {
+            publishFrom(n, 3000 + seq++);
+            publishFrom(a, 4000 + seq++);
+            return gotAllEarly();
+        },
+        10s);
+    EXPECT_TRUE(ok) << sp::share::statusJson(n.owned->status());
+    EXPECT_TRUE(waitFor([&] { return contains(a.owned->status().granted_to, pkOf(n)); }, 3s));
+}
+
+// A contributor that stops publishing in epoch e decrypts nothing published from e + 2 on,
+// while the others keep exchanging.
+TEST(ShareNet, StoppedContributorIsCutOff) {
+    auto o = testOptions();
+    o.epoch = 4s;
+    o.retention = 4s;
+    o.grant_interval = 200ms;
+    o.newcomer_epochs = 1;
+    Net net(3, 12, o);
+    auto& a = net[0];
+    auto& b = net[1];
+    auto& x = net[2];
+    std::uint32_t seq = 1;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, seq++);
+            publishFrom(b, 1000 + seq++);
+            publishFrom(x, 2000 + seq++);
+            return x.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(x)) > 0 &&
+                   b.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(b)) > 0;
+        },
+        20s));
+    std::int64_t stop_epoch = d::floorDiv(nowMs() / 1000, 4);
+    // X stops contributing now; A and B go on.
+    std::int64_t cutoff_ms = (stop_epoch + 2) * 4000;
+    while (nowMs() < cutoff_ms + 4000) {
+        bool after = nowMs() >= cutoff_ms + 300;
+        publishFrom(a, (after ? 20000 : 10000) + seq++);
+        publishFrom(b, (after ? 40000 : 30000) + seq++);
+        std::this_thread::sleep_for(250ms);
+    }
+    std::this_thread::sleep_for(1s);
+    // Count what X and B received from A, published after the cutoff.
+    auto countAfter = [&](Node& node) {
+        std::lock_guard lk(node.mu);
+        std::size_t c = 0;
+        for (const auto& g : node.got) {
+            for (const auto& [k, v] : g.record.attributes) {
+                if (k == "sent_ms" && std::stoll(v) >= cutoff_ms + 300 && g.publisher == pkOf(a)) {
+                    ++c;
+                }
+            }
+        }
+        return c;
+    };
+    auto x_after = countAfter(x);
+    auto b_after = countAfter(b);
+    EXPECT_EQ(x_after, 0U) << sp::share::statusJson(x.owned->status());
+    EXPECT_GT(b_after, 5U);
+    EXPECT_FALSE(contains(a.owned->status().granted_to, pkOf(x)));
+}
+
+// With a bandwidth cap, a node stops receiving batches (and publishing) once the hour's
+// budget is used: its traffic stays bounded while the others go on.
+TEST(ShareNet, BandwidthCapBoundsTraffic) {
+    auto o = testOptions();
+    constexpr std::uint64_t kCap = 30000;
+    Net net(2, 15, o, [&](std::size_t i, Options& oi) {
+        if (i == 1) {
+            oi.max_bytes_per_hour = kCap;
+        }
+    });
+    auto& a = net[0];
+    auto& b = net[1];
+    std::uint32_t seq = 1;
+    std::mt19937 rng(99);
+    auto big = [&](Node& n) {
+        auto r = makeRecord(seq++, "203.0.113.200");
+        std::string noise(3000, ' ');
+        for (auto& c : noise) {
+            c = static_cast<char>('a' + rng() % 26); // does not compress much
+        }
+        r.attributes.emplace_back("sip_message", std::move(noise));
+        n.owned->publish(std::move(r));
+    };
+    for (int i = 0; i < 40; ++i) {
+        big(a);
+        big(b);
+        std::this_thread::sleep_for(150ms);
+    }
+    std::this_thread::sleep_for(1s);
+    auto sb = b.owned->status();
+    EXPECT_GE(sb.bytes_put + sb.bytes_received, kCap) << sp::share::statusJson(sb);
+    // At most one value beyond the cap is counted (the one that crossed it).
+    EXPECT_LT(sb.bytes_put + sb.bytes_received, kCap + 48 * 1024) << sp::share::statusJson(sb);
+    auto sa = a.owned->status();
+    EXPECT_GT(sa.bytes_put, 2 * kCap);
+    EXPECT_GT(sb.queued_records, 0U); // B's own records wait for the next hour
+}
+
+// L1: only the first report of a subject the receiver confirms earns credit (and a grant);
+// a publisher of unconfirmed subjects is read while A gives first, but never credited.
+TEST(ShareNet, L1CreditsOnlyConfirmedFirstReports) {
+    auto o = testOptions();
+    o.credit = Credit::L1;
+    Net net(3, 17, o, {}, {0});
+    auto& a = net[0];
+    auto& b = net[1];
+    auto& c = net[2];
+    sp::share::Callbacks cbs;
+    Node* ap = &a;
+    cbs.deliver = [ap](Delivered dl) {
+        std::lock_guard lk(ap->mu);
+        ap->got.push_back(std::move(dl));
+    };
+    // A's own sensor saw the 203.0.113.0/24 addresses, not 198.51.100.0/24.
+    cbs.confirmed = [](std::string_view subject, std::int64_t) {
+        return subject.rfind("203.0.113.", 0) == 0;
+    };
+    auto oa = o;
+    a.owned = std::make_unique<Sharer>(a.runner, a.id, oa, cbs);
+    a.sharer = a.owned.get();
+    a.owned->start();
+    std::uint32_t seq = 1;
+    auto creditedFrom = [&](Node& from, bool credited) {
+        std::lock_guard lk(a.mu);
+        std::size_t n = 0;
+        for (const auto& g : a.got) {
+            n += g.publisher == pkOf(from) && g.credited == credited;
+        }
+        return n;
+    };
+    bool ok = waitFor(
+        [&] {
+            ++seq;
+            a.owned->publish(makeRecord(seq, "192.0.2.1"));
+            b.owned->publish(makeRecord(1000 + seq, "203.0.113." + std::to_string(seq % 200)));
+            c.owned->publish(makeRecord(3000 + seq, "198.51.100." + std::to_string(seq % 200)));
+            return creditedFrom(b, true) > 0 && creditedFrom(c, false) > 0;
+        },
+        20s);
+    EXPECT_TRUE(ok) << sp::share::statusJson(a.owned->status());
+    EXPECT_EQ(creditedFrom(c, true), 0U);
+    EXPECT_TRUE(waitFor([&] { return contains(a.owned->status().granted_to, pkOf(b)); }, 3s));
 }
 
 // Crypto costs with the fixtures' RSA-2048 and a RSA-4096 key (printed, not asserted).
