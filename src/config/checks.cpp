@@ -150,4 +150,20 @@ std::string checkUrl(const std::string& url) {
     return {};
 }
 
+std::string checkPkId(const std::string& v) {
+    bool ok = v.size() == 40 && std::all_of(v.begin(), v.end(), [](char ch) {
+                  return std::isxdigit(static_cast<unsigned char>(ch)) != 0;
+              });
+    // Echoed escaped and only when short: the error stays one bounded line.
+    std::string shown = v.size() <= 64 ? core::sanitizeBytes(v, false) : std::string("...");
+    return ok ? std::string()
+              : "'" + shown + "' is not an identity (40 hex digits, as /p2p/status shows it)";
+}
+
+std::string checkCredit(const std::string& v) {
+    return v == "L0" || v == "L1" || v == "L2"
+               ? std::string()
+               : "'" + core::sanitizeBytes(v, false) + "' is not a credit level (L0, L1 or L2)";
+}
+
 } // namespace sp::config

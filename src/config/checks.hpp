@@ -19,5 +19,8 @@ std::string checkCidr(const std::string& v);
 // A bouncer/API key (core::validApiKey); the message never repeats the key.
 std::string checkApiKey(const std::string& v);
 std::string checkUrl(const std::string& url);
+// An RCP1 identity (pkId): 40 hex digits, any case (normalised to lower case by parse()).
+std::string checkPkId(const std::string& v);
+std::string checkCredit(const std::string& v);
 
 } // namespace sp::config

@@ -234,6 +234,9 @@ struct Raw {
     std::string max_age = "7d";
     std::string tcp_idle_timeout = "30s";
     std::string block_time = "0";
+    std::string p2p_epoch = "1h";
+    std::string p2p_bucket = "10m";
+    std::string p2p_flush = "120s";
 };
 
 CLI::Option* addFlag(Table& app, const std::string& names, bool& target, const std::string& env,
@@ -411,6 +414,42 @@ void buildOptions(Table& app, Config& c, Raw& raw) {
               "Peer events accepted per second from all publishers together (burst: 10 s "
               "worth); the rest are counted and dropped")
         ->check(CLI::Range(1.0, 1000000.0));
+    addOption(app, "--p2p-credit", c.p2p_credit, "SENTRYPEER_P2P_CREDIT",
+              "What earns a peer this node's events (share to receive): L0 any valid record, "
+              "L1 records this node confirms and got first, L2 L1 plus proof of work and an "
+              "identity one epoch old")
+        ->check(checkCredit);
+    addOption(app, "--p2p-epoch", raw.p2p_epoch, "SENTRYPEER_P2P_EPOCH",
+              "Share protocol: period of a publisher key (a multiple of --p2p-bucket)")
+        ->check(checkDuration);
+    app.shows(app.get_option("--p2p-epoch"), [&c] { return tomlValue(c.p2p_epoch); });
+    addOption(app, "--p2p-bucket", raw.p2p_bucket, "SENTRYPEER_P2P_BUCKET",
+              "Share protocol: period of the DHT keys batches are put under")
+        ->check(checkDuration);
+    app.shows(app.get_option("--p2p-bucket"), [&c] { return tomlValue(c.p2p_bucket); });
+    addOption(app, "--p2p-flush", raw.p2p_flush, "SENTRYPEER_P2P_FLUSH",
+              "Share protocol: events are put in one batch at most this often (less than "
+              "--p2p-bucket)")
+        ->check(checkDuration);
+    app.shows(app.get_option("--p2p-flush"), [&c] { return tomlValue(c.p2p_flush); });
+    addOption(app, "--p2p-trust", c.p2p_trust, "SENTRYPEER_P2P_TRUST",
+              "Trust anchor identity (40 hex digits, from its /p2p/status), repeatable: granted "
+              "to first, its records confirm others'; environment: comma-separated")
+        ->check(checkPkId)
+        ->delimiter(',');
+    addOption(app, "--p2p-deny", c.p2p_deny, "SENTRYPEER_P2P_DENY",
+              "Identity never granted this node's events, its values rejected, repeatable; "
+              "environment: comma-separated")
+        ->check(checkPkId)
+        ->delimiter(',');
+    addOption(app, "--p2p-max-bandwidth", c.p2p_max_bandwidth, "SENTRYPEER_P2P_MAX_BANDWIDTH",
+              "Share protocol: bytes put and received per hour at most (default 256 MiB); "
+              "more are dropped and counted; 0: no cap")
+        ->check(unsignedUpTo(1ULL << 50, "a number of bytes"));
+    addFlag(app, "--p2p-sentrypeer-compat", c.p2p_sentrypeer_compat,
+            "SENTRYPEER_P2P_SENTRYPEER_COMPAT",
+            "Also put every event as plaintext SentryPeer JSON (what SentryPeer nodes read): "
+            "anyone on the DHT reads it, free riders included");
     // Blocking policy
     addOption(app, "--peer-min-reporters", c.peer_min_reporters, "SENTRYPEER_PEER_MIN_REPORTERS",
               "Blocking outputs count peer events for an address only once this many distinct "
@@ -592,6 +631,31 @@ std::variant<Config, Exit> parse(int argc, const char* const* argv) {
         c.sip_listen.push_back(*parseHostPort(s));
     }
     c.api_listen = *parseHostPort(raw.api_listen);
+    c.p2p_epoch = *core::parseDuration(raw.p2p_epoch);
+    c.p2p_bucket = *core::parseDuration(raw.p2p_bucket);
+    c.p2p_flush = *core::parseDuration(raw.p2p_flush);
+    for (auto [flag, d] : {std::pair{"--p2p-epoch", c.p2p_epoch},
+                           {"--p2p-bucket", c.p2p_bucket},
+                           {"--p2p-flush", c.p2p_flush}}) {
+        if (d.count() == 0) {
+            return fail(flag, "must be more than 0");
+        }
+    }
+    if (c.p2p_epoch % c.p2p_bucket != std::chrono::seconds(0)) {
+        return fail("--p2p-epoch", durationText(c.p2p_epoch) +
+                                       " is not a multiple of --p2p-bucket " +
+                                       durationText(c.p2p_bucket));
+    }
+    if (c.p2p_flush >= c.p2p_bucket) {
+        return fail("--p2p-flush", durationText(c.p2p_flush) + " must be less than --p2p-bucket " +
+                                       durationText(c.p2p_bucket));
+    }
+    for (auto* ids : {&c.p2p_trust, &c.p2p_deny}) {
+        for (auto& id : *ids) {
+            std::transform(id.begin(), id.end(), id.begin(),
+                           [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+        }
+    }
     if (raw.no_p2p) {
         c.p2p = false; // the explicit opt-out wins over -p and the environment
     }

@@ -82,6 +82,22 @@ struct Config {
     std::uint64_t dht_network = 0;
     bool dht_no_rate_limit = false;
     double p2p_max_peer_rate = 1000; // peer events accepted per second, all publishers together
+    // Share to receive (RCP1, src/share): what earns a publisher this node's key. L1 on every
+    // network by default: a private network id is no secret, and L0 would let anyone who
+    // learns it earn keys with made-up records (README: when to choose L0).
+    std::string p2p_credit = "L1";        // L0 | L1 | L2
+    std::chrono::seconds p2p_epoch{3600}; // publisher key period; a multiple of p2p_bucket
+    std::chrono::seconds p2p_bucket{600}; // batch key period
+    std::chrono::seconds p2p_flush{120};  // batch flush interval; less than p2p_bucket
+    std::vector<std::string> p2p_trust;   // trust anchors (pkId, 40 hex digits)
+    std::vector<std::string> p2p_deny;    // never granted, their values rejected
+    // Bytes put + received by the share protocol per clock hour; beyond it values are dropped
+    // (counted). 256 MiB/h: above the design's 208 MB/h for a 1,000-node full mesh, at most
+    // about 6 GiB a day. 0: no cap.
+    std::uint64_t p2p_max_bandwidth = 256ULL * 1024 * 1024;
+    // Also put every local event as plaintext SentryPeer JSON under bad_actors (what
+    // SentryPeer reads): anyone on the DHT, free riders included, reads those.
+    bool p2p_sentrypeer_compat = false;
 
     // Blocking policy (block::Policy, shared by every blocking output)
     unsigned peer_min_reporters = 2;    // distinct reporters before peer events count; 0: never

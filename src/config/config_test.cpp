@@ -212,6 +212,9 @@ const std::vector<std::string> kCandidates = {"7",
                                               "192.0.2.7:4333",
                                               "2",
                                               "198.51.100.0/24",
+                                              "L0",
+                                              "5m",
+                                              "0123456789abcdef0123456789abcdef01234567",
                                               "0"};
 
 // Equal but for the config file's name (which -g sets).
@@ -434,5 +437,41 @@ TEST(ConfigErrors, RangesAndPorts) {
     for (const char* b : {"bootstrap.example.org", "bootstrap.example.org:4222", "192.0.2.1:1",
                           "[2001:db8::1]:65535", "2001:db8::1"}) {
         EXPECT_EQ(ok(run({"-b", b})).bootstrap.front(), b);
+    }
+}
+
+TEST(ConfigP2p, ShareOptionsDefaultsAndValidation) {
+    Config c = ok(run({}));
+    EXPECT_EQ(c.p2p_credit, "L1");
+    EXPECT_EQ(c.p2p_epoch, std::chrono::seconds(3600));
+    EXPECT_EQ(c.p2p_bucket, std::chrono::seconds(600));
+    EXPECT_EQ(c.p2p_flush, std::chrono::seconds(120));
+    EXPECT_EQ(c.p2p_max_bandwidth, 256ULL * 1024 * 1024);
+    EXPECT_FALSE(c.p2p_sentrypeer_compat);
+    c = ok(run({"--p2p-epoch", "60s", "--p2p-bucket", "10s", "--p2p-flush", "1s", "--p2p-credit",
+                "L0", "--p2p-trust", "0123456789ABCDEF0123456789abcdef01234567",
+                "--p2p-sentrypeer-compat"}));
+    EXPECT_EQ(c.p2p_epoch, std::chrono::seconds(60));
+    EXPECT_EQ(c.p2p_credit, "L0");
+    EXPECT_EQ(c.p2p_trust,
+              std::vector<std::string>{"0123456789abcdef0123456789abcdef01234567"}); // lowered
+    EXPECT_TRUE(c.p2p_sentrypeer_compat);
+    for (const auto& [args, expected] :
+         std::vector<std::pair<std::vector<std::string>, std::string>>{
+             {{"--p2p-epoch", "70s", "--p2p-bucket", "20s", "--p2p-flush", "1s"},
+              "sentrypeer: --p2p-epoch: 70s is not a multiple of --p2p-bucket 20s"},
+             {{"--p2p-flush", "10m"},
+              "sentrypeer: --p2p-flush: 10m must be less than "
+              "--p2p-bucket 10m"},
+             {{"--p2p-bucket", "0"}, "sentrypeer: --p2p-bucket: must be more than 0"},
+             {{"--p2p-credit", "L3"}, "sentrypeer: --p2p-credit: 'L3' is not a credit level"},
+             {{"--p2p-trust", "abc"}, "sentrypeer: --p2p-trust: 'abc' is not an identity"},
+             {{"--p2p-deny", "0123456789abcdef0123456789abcdef0123456z"},
+              "sentrypeer: --p2p-deny: '0123456789abcdef0123456789abcdef0123456z' is not an"},
+         }) {
+        auto e = err(run(args));
+        EXPECT_EQ(e.code, 2);
+        EXPECT_EQ(e.message.rfind(expected, 0), 0u) << e.message;
+        EXPECT_EQ(e.message.find('\n'), std::string::npos) << e.message;
     }
 }

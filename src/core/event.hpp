@@ -37,6 +37,12 @@ struct Event {
     std::string sip_user_agent;
     std::string sip_message;
     Origin origin = Origin::Local;
+    // Who vouches for a peer event: the verified publisher identity (the RCP1 share
+    // protocol's pkId, 40 hex digits) of a record received through src/share. Empty for
+    // local events and for plaintext SentryPeer values under bad_actors (whose
+    // created_by_node_id is self-declared and proves nothing). The index counts distinct
+    // non-empty reporters for the blocking policy's --peer-min-reporters.
+    std::string reporter;
 };
 
 // Events travel between threads as immutable shared objects: one allocation, many sinks.

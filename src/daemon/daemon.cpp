@@ -201,6 +201,25 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
     o.no_rate_limit = c.dht_no_rate_limit;
     o.node_id = node_id;
     o.max_peer_rate = c.p2p_max_peer_rate;
+    o.credit = *share::parseCredit(c.p2p_credit); // validated by the option table
+    o.epoch = c.p2p_epoch;
+    o.bucket = c.p2p_bucket;
+    o.flush = c.p2p_flush;
+    o.trust = c.p2p_trust;
+    o.deny = c.p2p_deny;
+    o.max_bytes_per_hour = c.p2p_max_bandwidth;
+    o.compat_publish = c.p2p_sentrypeer_compat;
+    // Credit L1/L2: "this node caught `subject` itself within ±6 h of `time`", from the
+    // index's snapshot (no lock held; the share library's worker thread calls it).
+    o.confirmed = [store = rt.store](std::string_view subject, std::int64_t time) {
+        auto seen = store->index().ip(subject);
+        if (!seen || seen->local == 0) {
+            return false;
+        }
+        constexpr std::chrono::hours kWindow{6};
+        auto t = core::TimePoint{std::chrono::seconds(time)};
+        return seen->last >= t - kWindow && seen->last <= t + kWindow;
+    };
     rt.p2p = std::make_shared<p2p::P2pNode>(
         o, rt.clock, [&bus = rt.bus](const core::EventPtr& e) { bus.publish(e); });
     rt.bus.addSink(rt.p2p, p2p::P2pNode::sinkOptions());
@@ -208,9 +227,9 @@ void startP2p(const config::Config& c, Runtime& rt, const std::string& node_id) 
     rt.metrics.add([p = rt.p2p](core::MetricsWriter& w) { p->collect(w); });
     rt.listening.push_back("DHT UDP " + std::to_string(c.dht_port) + " (network " +
                            std::to_string(c.dht_network) + ")");
-    spdlog::info("peer to peer: this node shares the events it catches with the SentryPeer "
-                 "community and receives theirs; opt out with --no-p2p or "
-                 "SENTRYPEER_PEER_TO_PEER=0");
+    spdlog::info("peer to peer: this node shares the events it catches with the peers that "
+                 "share theirs with it (share to receive), and receives SentryPeer's plaintext "
+                 "values; opt out with --no-p2p or SENTRYPEER_PEER_TO_PEER=0");
 }
 
 void startApi(const config::Config& c, Runtime& rt) {

@@ -1,18 +1,17 @@
 #include "p2p/node.hpp"
 
-#include <cerrno>
+#include <array>
 #include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
 #include <deque>
-#include <fcntl.h>
 #include <filesystem>
-#include <fstream>
 #include <future>
 #include <mutex>
 #include <opendht/crypto.h>
 #include <opendht/dhtrunner.h>
+#include <opendht/log_enable.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -21,7 +20,7 @@
 #include "core/rate_limit.hpp"
 #include "core/string_map.hpp"
 #include "core/text.hpp"
-#include "p2p/identity.hpp"
+#include "p2p/records.hpp"
 
 namespace sp::p2p {
 
@@ -31,93 +30,18 @@ namespace {
 
 constexpr std::size_t kSeenUuids = 200000; // dedupe memory for received events
 
-dht::Blob readFile(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return dht::Blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Writes `data` to `path` through a fresh file created with `mode` (never readable by
-// others, not even for a moment), then renames it over `path`. Throws naming the file.
-void writePrivate(const fs::path& path, const dht::Blob& data, mode_t mode) {
-    fs::path tmp = path;
-    tmp += ".tmp";
-    ::unlink(tmp.c_str()); // a leftover of a crash; O_EXCL below refuses anything in the way
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0) {
-        throw std::runtime_error("cannot create " + tmp.string() + ": " +
-                                 core::errnoMessage(errno));
-    }
-    ::fchmod(fd, mode); // the umask may have taken bits; it can only have removed some
-    std::size_t done = 0;
-    while (done < data.size()) {
-        auto n = ::write(fd, data.data() + done, data.size() - done);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            int err = errno;
-            ::close(fd);
-            ::unlink(tmp.c_str());
-            throw std::runtime_error("cannot write " + tmp.string() + ": " +
-                                     core::errnoMessage(err));
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    if (::fsync(fd) != 0 || ::close(fd) != 0) {
-        ::unlink(tmp.c_str());
-        throw std::runtime_error("cannot write " + tmp.string() + ": " + core::errnoMessage(errno));
-    }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec) {
-        ::unlink(tmp.c_str());
-        throw std::runtime_error("cannot write " + path.string() + ": " + ec.message());
-    }
-}
-
-// A private key that group or others can read is made 0600 (it may have leaked: say so).
-void fixKeyMode(const fs::path& key) {
-    struct stat st {};
-    if (::stat(key.c_str(), &st) != 0 || (st.st_mode & 077) == 0) {
-        return;
-    }
-    if (::chmod(key.c_str(), S_IRUSR | S_IWUSR) != 0) {
-        throw std::runtime_error(
-            "the DHT identity key " + key.string() +
-            " is readable by others and cannot be made private: " + core::errnoMessage(errno));
-    }
-    spdlog::warn("p2p: the DHT identity key {} was readable by others (mode {:o}); made it 0600",
-                 key.string(), st.st_mode & 0777);
+// OpenDHT's log line, formatted (its loggers take printf arguments).
+std::string formatLog(char const* format, va_list args) {
+    std::array<char, 512> buf{};
+    va_list copy;
+    va_copy(copy, args);
+    int n = std::vsnprintf(buf.data(), buf.size(), format, copy);
+    va_end(copy);
+    return n < 0 ? std::string()
+                 : std::string(buf.data(), std::min<std::size_t>(n, buf.size() - 1));
 }
 
 } // namespace
-
-// The node's OpenDHT identity (EC key + self-signed certificate), created on first start.
-// The key file is created 0600; the certificate is public.
-dht::crypto::Identity loadOrCreateIdentity(const fs::path& base) {
-    fs::path key = base;
-    key += ".pem";
-    fs::path crt = base;
-    crt += ".crt";
-    if (fs::exists(key) && fs::exists(crt)) {
-        fixKeyMode(key);
-        try {
-            return {std::make_shared<dht::crypto::PrivateKey>(readFile(key)),
-                    std::make_shared<dht::crypto::Certificate>(readFile(crt))};
-        } catch (const std::exception& e) {
-            throw std::runtime_error("cannot load the DHT identity " + key.string() + ": " +
-                                     e.what());
-        }
-    }
-    auto id = dht::crypto::generateEcIdentity("sentrypeer");
-    try {
-        writePrivate(key, id.first->serialize(), S_IRUSR | S_IWUSR);
-        writePrivate(crt, id.second->getPacked(), S_IRUSR | S_IWUSR | S_IRGRP | S_IROTH);
-    } catch (const std::exception& e) {
-        throw std::runtime_error("cannot save the DHT identity: " + std::string(e.what()));
-    }
-    return id;
-}
 
 namespace {
 
@@ -145,6 +69,9 @@ struct P2pNode::Impl {
     const core::Clock& clock;
     Publish publish;
     dht::DhtRunner runner;
+    // Created in start(), before the runner runs; gone only with the node.
+    std::unique_ptr<share::Sharer> sharer;
+    std::string identity; // pkId, set by start()
     dht::InfoHash key = dht::InfoHash::get(kBadActorsKey);
     std::atomic<bool> running{false};
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -165,7 +92,7 @@ struct P2pNode::Impl {
     core::TokenBucket global_rate;
 
     std::atomic<std::uint64_t> sent{0}, put_failed{0}, deduped{0}, rate_limited{0}, received{0},
-        accepted{0};
+        accepted{0}, records_queued{0}, records_unshareable{0}, records_accepted{0};
     std::array<std::atomic<std::uint64_t>, kRejectReasons> rejected{};
 
     Impl(P2pOptions options, const core::Clock& c, Publish p)
@@ -174,10 +101,34 @@ struct P2pNode::Impl {
           per_publisher(o.peer_rate, o.peer_rate * 10, o.max_publishers),
           global_rate(o.max_peer_rate, o.max_peer_rate * 10) {}
 
+    // A plaintext SentryPeer value under bad_actors (OpenDHT's thread): never a reporter.
     void onValue(const dht::Value& v) {
         received.fetch_add(1, std::memory_order_relaxed);
         std::string_view bytes(reinterpret_cast<const char*>(v.data.data()), v.data.size());
         auto d = decode(bytes, o.node_id, clock.now());
+        if (d.event) {
+            d.event->reporter.clear();
+        }
+        if (admit(d, d.event ? d.event->created_by_node_id : std::string())) {
+            accepted.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    // A record the share library delivered (its worker thread): reporter = its publisher.
+    void onRecord(const share::Delivered& r) {
+        auto d = fromDelivered(r, o.node_id, clock.now());
+        if (d.event && d.event->source_ip != r.record.subject) {
+            d.event.reset(); // decode() takes source_ip from the subject: never happens
+            d.reason = Reject::BadIp;
+        }
+        if (admit(d, r.publisher)) {
+            records_accepted.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    // The checks both paths share (dedupe by UUID, per-publisher then global rate); publishes
+    // an admitted event to the bus, counts a refused one by reason. Any receiving thread.
+    bool admit(Decoded& d, const std::string& publisher) {
         if (d.event) {
             std::lock_guard lock(recv_mutex);
             if (!seen.insert(d.event->event_uuid).second) {
@@ -191,7 +142,7 @@ struct P2pNode::Impl {
                 }
                 // Per publisher first, so one flooding id does not spend the global budget.
                 auto now = clock.now();
-                if (!per_publisher.allow(d.event->created_by_node_id, now)) {
+                if (!per_publisher.allow(publisher, now)) {
                     d.reason = Reject::PublisherRate;
                     d.event.reset();
                 } else if (!global_rate.allow(now)) {
@@ -202,10 +153,10 @@ struct P2pNode::Impl {
         }
         if (!d.event) {
             rejected[static_cast<std::size_t>(d.reason)].fetch_add(1, std::memory_order_relaxed);
-            return;
+            return false;
         }
-        accepted.fetch_add(1, std::memory_order_relaxed);
         publish(std::make_shared<const core::Event>(std::move(*d.event)));
+        return true;
     }
 
     void put(const core::Event& e) {
@@ -263,14 +214,51 @@ void P2pNode::start() {
         cfg.dht_config.node_config.max_req_per_sec = -1;
         cfg.dht_config.node_config.max_peer_req_per_sec = -1;
     }
-    cfg.dht_config.id = loadOrCreateIdentity(fs::path(d.o.data_dir) / "dht-identity");
+    auto id =
+        share::loadOrCreateIdentity(fs::path(d.o.data_dir) / "dht-identity", d.o.key_bits,
+                                    [](std::string_view line) { spdlog::warn("p2p: {}", line); });
+    cfg.dht_config.id = id;
     cfg.threaded = true;
+    d.identity = share::pkId(id);
+
+    share::Options so;
+    so.app = "sentrypeer";
+    so.network = d.o.network;
+    so.epoch = d.o.epoch;
+    so.bucket = d.o.bucket;
+    so.flush = d.o.flush;
+    so.retention = d.o.epoch; // the design's R = one epoch (1 h): catch-up costs 6*S gets
+    so.credit = d.o.credit;
+    so.trust = d.o.trust;
+    so.deny = d.o.deny;
+    so.max_bytes_per_hour = d.o.max_bytes_per_hour;
+    // A busy publisher flushes every `flush`: receivers must take that many batches per bucket
+    // (the design's 6 is for 120 s flushes in 10-minute buckets).
+    auto flushes = static_cast<unsigned>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(d.o.bucket).count() /
+        std::max<std::int64_t>(1, d.o.flush.count()));
+    so.max_batches_per_publisher_bucket = std::max(6U, flushes + 1);
+    so.log = [](std::string_view line) { spdlog::info("p2p share: {}", line); };
+    share::Callbacks cb;
+    cb.confirmed = d.o.confirmed;
+    cb.deliver = [&d](const share::Delivered& r) { d.onRecord(r); };
+    try {
+        d.sharer = std::make_unique<share::Sharer>(d.runner, id, std::move(so), std::move(cb));
+    } catch (const std::exception& e) {
+        throw std::runtime_error("cannot start the share protocol: " + std::string(e.what()));
+    }
     try {
         d.runner.run(d.o.port, cfg);
     } catch (const std::exception& e) {
         throw std::runtime_error("cannot start the DHT node on UDP port " +
                                  std::to_string(d.o.port) + ": " + e.what());
     }
+    // OpenDHT drops values with bad signatures after logging them: the share protocol counts
+    // those lines (rejections "signature").
+    auto note = [&d](char const* format, va_list args) {
+        d.sharer->noteDhtLog(formatLog(format, args));
+    };
+    d.runner.setLoggers(dht::LogMethod(note), dht::LogMethod(note), {});
     d.running = true;
     for (const auto& b : d.o.bootstrap) {
         auto [host, port] = splitHostPort(b);
@@ -288,6 +276,11 @@ void P2pNode::start() {
                         }
                         return d.running.load();
                     });
+    d.sharer->start();
+    spdlog::info("p2p: share identity {} (credit {}){}", d.identity, share::toString(d.o.credit),
+                 d.o.compat_publish ? "; SentryPeer compat publishing ON: every event is also put "
+                                      "as plaintext that anyone on the DHT can read"
+                                    : "");
 }
 
 void P2pNode::stop() {
@@ -296,6 +289,9 @@ void P2pNode::stop() {
         return;
     }
     d.flight_cv.notify_all();
+    if (d.sharer) {
+        d.sharer->stop(); // cancels its puts and listens, joins its worker
+    }
     auto done = std::make_shared<std::promise<void>>();
     auto fut = done->get_future();
     d.runner.shutdown([done] { done->set_value(); }, false);
@@ -312,6 +308,16 @@ void P2pNode::consume(std::span<const core::EventPtr> batch) {
     for (const auto& e : batch) {
         if (e->origin != core::Origin::Local) {
             continue; // never re-share what peers shared
+        }
+        share::Record r;
+        if (toRecord(*e, r)) {
+            d.sharer->publish(std::move(r));
+            d.records_queued.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            d.records_unshareable.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (!d.o.compat_publish) {
+            continue;
         }
         std::string k = e->source_ip + '|' + e->called_number;
         auto [it, fresh] = d.published.try_emplace(k, now);
@@ -343,6 +349,70 @@ void P2pNode::tick() {
 
 void P2pNode::close() {
     stop();
+}
+
+namespace {
+
+// The share protocol's counters (sentrypeer_p2p_share_*), from Sharer::status().
+void collectShare(core::MetricsWriter& w, const share::Status& s, std::uint64_t accepted) {
+    w.family("p2p_share_info", "gauge", "Share-to-receive identity (pkId) and credit level");
+    w.sample(std::uint64_t{1},
+             {{"identity", s.identity}, {"credit", std::string(share::toString(s.credit))}});
+    w.family("p2p_share_newcomer", "gauge",
+             "1 while this node still grants its key first (no reciprocating grant yet)");
+    w.sample(std::uint64_t{s.newcomer ? 1U : 0U});
+    w.family("p2p_share_partners", "gauge",
+             "Identities this node grants its current key to, and whose current key it holds");
+    w.sample(std::uint64_t{s.granted_to.size()}, {{"direction", "granted_to"}});
+    w.sample(std::uint64_t{s.granted_by.size()}, {{"direction", "granted_by"}});
+    w.family("p2p_share_records_total", "counter", "Share records, by what happened to them");
+    w.sample(s.records_published, {{"event", "published"}});
+    w.sample(s.records_dropped, {{"event", "dropped"}});
+    w.sample(s.records_delivered, {{"event", "delivered"}});
+    w.sample(s.records_credited, {{"event", "credited"}});
+    w.sample(accepted, {{"event", "stored"}});
+    w.family("p2p_share_batches_total", "counter", "Share batches put and received (decrypted)");
+    w.sample(s.batches_put, {{"direction", "put"}});
+    w.sample(s.batches_received, {{"direction", "received"}});
+    w.family("p2p_share_grants_total", "counter", "Key grants sent and received (decrypted)");
+    w.sample(s.grants_sent, {{"direction", "sent"}});
+    w.sample(s.grants_received, {{"direction", "received"}});
+    w.family("p2p_share_bytes_total", "counter",
+             "Share protocol bytes put (one copy) and received (capped by --p2p-max-bandwidth)");
+    w.sample(s.bytes_put, {{"direction", "put"}});
+    w.sample(s.bytes_received, {{"direction", "received"}});
+    w.family("p2p_share_rejections_total", "counter", "Share values rejected, by reason");
+    const auto& r = s.rejected;
+    for (auto [reason, n] : std::initializer_list<std::pair<const char*, std::uint64_t>>{
+             {"signature", r.signature},
+             {"cap", r.cap},
+             {"binding", r.binding},
+             {"replay", r.replay},
+             {"no_key_expired", r.no_key_expired},
+             {"decrypt", r.decrypt},
+             {"context", r.context},
+             {"record_schema", r.record_schema},
+             {"record_time", r.record_time},
+             {"duplicate", r.duplicate},
+             {"denied", r.denied},
+             {"bandwidth", r.bandwidth}}) {
+        w.sample(n, {{"reason", reason}});
+    }
+    w.family("p2p_share_pending_batches", "gauge",
+             "Received batches waiting for their publisher's key (bounded, at most 2,048)");
+    w.sample(std::uint64_t{s.pending_batches});
+    w.family("p2p_share_queued_records", "gauge",
+             "Local records waiting for the next flush (bounded, at most 10,000)");
+    w.sample(std::uint64_t{s.queued_records});
+    w.family("p2p_share_publishers", "gauge",
+             "Publishers tracked for credit, replay and caps (bounded, at most 4,096)");
+    w.sample(std::uint64_t{s.publishers});
+}
+
+} // namespace
+
+std::string P2pNode::identity() const {
+    return impl_->identity;
 }
 
 std::string P2pNode::statusJson() const {
@@ -388,7 +458,17 @@ std::string P2pNode::statusJson() const {
         core::appendJsonString(out, rejectName(static_cast<Reject>(i)));
         out += ": " + std::to_string(d.rejected[i].load());
     }
-    return out + "}}";
+    out += "}";
+    // Share to receive: this node's identity, its partners, credit, rejections, traffic.
+    str("identity", d.identity);
+    str("credit", std::string(share::toString(d.o.credit)));
+    out +=
+        std::string(", \"sentrypeer_compat_publish\": ") + (d.o.compat_publish ? "true" : "false");
+    num("records_queued", d.records_queued.load());
+    num("records_not_shareable", d.records_unshareable.load());
+    num("records_accepted", d.records_accepted.load());
+    out += ", \"share\": " + share::statusJson(d.sharer->status());
+    return out + "}";
 }
 
 void P2pNode::collect(core::MetricsWriter& w) const {
@@ -430,6 +510,9 @@ void P2pNode::collect(core::MetricsWriter& w) const {
     w.family("p2p_values_rejected_total", "counter", "Peer values rejected, by reason");
     for (std::size_t i = 0; i < kRejectReasons; ++i) {
         w.sample(d.rejected[i].load(), {{"reason", rejectName(static_cast<Reject>(i))}});
+    }
+    if (d.running) {
+        collectShare(w, d.sharer->status(), d.records_accepted.load());
     }
 }
 

@@ -1,15 +1,20 @@
 #pragma once
-// The embedded OpenDHT node: shares this node's events under InfoHash("bad_actors") in
-// SentryPeer's value format and receives the community's, validated, into the bus.
+// The embedded OpenDHT node, a user of the share-to-receive library (src/share, RCP1):
+// every local event is published as a share record (signed, encrypted, readable only by the
+// peers this node grants its key to, i.e. those that share with it); records the library
+// delivers (verified publisher, decrypted) go into the bus as peer events whose reporter is
+// the publisher's identity. SentryPeer's plaintext values under InfoHash("bad_actors") are
+// still received (validated, reporter empty: never counted as a reporter); this node puts
+// its own events there too only with compat_publish (--p2p-sentrypeer-compat).
 //
-// Publishing policy (what keeps the key small, see docs/P2P.md): values are put as
+// Compat publishing policy (what keeps the key small, see docs/P2P.md): values are put as
 // ordinary (not permanent) values, so every storing node forgets them 10 minutes after
 // the put; one value per (source IP, called number) per dedupe window; at most
 // publish_rate puts per second and max_in_flight puts outstanding.
 //
-// Threads: the sink part runs on its bus thread ("sp-p2p"); received values arrive on
-// OpenDHT's thread and are published to the bus from there. status() and collect() are
-// callable from any thread.
+// Threads: the sink part runs on its bus thread ("sp-p2p"); received plaintext values arrive
+// on OpenDHT's thread, share records on the library's worker thread, and both are published
+// to the bus from there. status() and collect() are callable from any thread.
 
 #include <atomic>
 #include <chrono>
@@ -23,6 +28,7 @@
 #include "core/clock.hpp"
 #include "core/metrics.hpp"
 #include "p2p/codec.hpp"
+#include "share/share.hpp"
 
 namespace sp::p2p {
 
@@ -39,6 +45,20 @@ struct P2pOptions {
     double peer_rate = 50; // accepted values per second per publisher (burst 10 s worth)
     std::size_t max_publishers = 10000; // per-publisher buckets kept (LRU, one evicted at a time)
     double max_peer_rate = 1000; // accepted values per second, all publishers (burst 10 s worth)
+
+    // Share to receive (src/share): the protocol's options as the daemon sets them.
+    share::Credit credit = share::Credit::L1;
+    std::chrono::seconds epoch{3600};
+    std::chrono::seconds bucket{600};
+    std::chrono::milliseconds flush{120000};
+    std::vector<std::string> trust;                          // pkIds
+    std::vector<std::string> deny;                           // pkIds
+    std::uint64_t max_bytes_per_hour = 256ULL * 1024 * 1024; // 0: no cap
+    unsigned key_bits = 4096;                                // a new RSA identity's size
+    bool compat_publish = false; // also put plaintext SentryPeer JSON under bad_actors
+    // "Has this node itself seen `subject` (an IP) within ±6 h of `time` (unix s)?" (credit
+    // L1/L2). Called on the library's worker thread; unset: never.
+    std::function<bool(std::string_view subject, std::int64_t time)> confirmed;
 };
 
 class P2pNode : public bus::Sink {
@@ -57,8 +77,10 @@ public:
     P2pNode(P2pOptions options, const core::Clock& clock, Publish publish);
     ~P2pNode() override;
 
-    // Loads or creates the identity (the key file is created 0600; an existing key readable
-    // by others is made 0600, with a warning), binds the DHT port, bootstraps, listens on the key.
+    // Loads or creates the RSA identity (share::loadOrCreateIdentity: the key file is created
+    // 0600; an existing key readable by others is made 0600; an EC identity of an older
+    // version is kept as *.ec-old and replaced, with a warning), binds the DHT port,
+    // bootstraps, listens on bad_actors and starts the share protocol.
     // Throws std::runtime_error naming the port or file.
     void start();
     // Leaves the network (saves the routing table). Idempotent.
@@ -69,6 +91,8 @@ public:
     void tick() override;
     void close() override;
 
+    // The share identity (pkId, 40 hex digits); empty before start().
+    std::string identity() const;
     // JSON for GET /p2p/status.
     std::string statusJson() const;
     void collect(core::MetricsWriter& w) const;

@@ -22,8 +22,13 @@ core::TimePoint indexTime(core::TimePoint t) {
         std::chrono::floor<std::chrono::microseconds>(t));
 }
 
+// 0: no reporter (a local event, or a peer event nobody verified: a plaintext value).
 std::uint64_t reporterId(core::Origin origin, std::string_view reporter) {
-    return origin == core::Origin::Peer ? core::keyedHash(reporter) : 0;
+    if (origin != core::Origin::Peer || reporter.empty()) {
+        return 0;
+    }
+    std::uint64_t h = core::keyedHash(reporter);
+    return h != 0 ? h : 1;
 }
 
 } // namespace
@@ -165,6 +170,10 @@ void Index::addKey(KeyMap& map, ReporterMap& reporters, core::StringSet& changed
         ++s.local;
     } else {
         ++s.peer;
+        if (reporter == 0) {
+            noteChange(changed, key); // a peer event no identity vouches for: no reporter
+            return;
+        }
         auto it = reporters.find(key);
         if (it == reporters.end()) {
             it = reporters.emplace(std::string(key), ReporterMap::mapped_type{}).first;
@@ -200,7 +209,7 @@ bool Index::removeKey(KeyMap& map, ReporterMap& reporters, core::StringSet& chan
             auto& list = it->second;
             auto r = std::find_if(list.begin(), list.end(),
                                   [&](const auto& p) { return p.first == reporter; });
-            if (r != list.end() && --r->second == 0) {
+            if (reporter != 0 && r != list.end() && --r->second == 0) {
                 list.erase(r);
                 master_.memory_bytes -= kReporterBytes;
             }
@@ -225,7 +234,7 @@ bool Index::removeKey(KeyMap& map, ReporterMap& reporters, core::StringSet& chan
 }
 
 void Index::add(const core::Event& e) {
-    add(e.source_ip, e.called_number, e.time, e.origin, e.created_by_node_id);
+    add(e.source_ip, e.called_number, e.time, e.origin, e.reporter);
 }
 
 void Index::add(std::string_view ip, std::string_view number, core::TimePoint time,

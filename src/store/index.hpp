@@ -33,10 +33,12 @@ namespace sp::store {
 
 // Per-key aggregate of stored events. Times have the database's precision (microseconds).
 struct Seen {
-    std::uint64_t count = 0;     // local + peer
-    std::uint64_t local = 0;     // caught by this node
-    std::uint64_t peer = 0;      // received from peers
-    std::uint32_t reporters = 0; // distinct peer reporters (node ids), at most kMaxReporters
+    std::uint64_t count = 0; // local + peer
+    std::uint64_t local = 0; // caught by this node
+    std::uint64_t peer = 0;  // received from peers
+    // Distinct verified reporters (core::Event::reporter) of its peer events, at most
+    // kMaxReporters; peer events without one (plaintext values) are counted in `peer` only.
+    std::uint32_t reporters = 0;
     core::TimePoint first{};
     core::TimePoint last{};
 };
@@ -134,7 +136,8 @@ public:
     std::size_t subscribers() const;
 
     // ---- the store thread only: changes are invisible until publish() ----
-    // Counts one stored event (its origin and, for a peer event, its reporter).
+    // Counts one stored event (its origin and, for a peer event, its reporter: an empty
+    // reporter counts the event but adds no reporter).
     void add(const core::Event& e);
     void add(std::string_view ip, std::string_view number, core::TimePoint time,
              core::Origin origin, std::string_view reporter);

@@ -52,6 +52,7 @@ TEST(IndexTest, AddAndRemoveAfterPublish) {
 
 TEST(IndexTest, CountsLocalAndPeerEventsAndDistinctReporters) {
     Index index;
+    // Reporters are verified publisher identities (core::Event::reporter).
     index.add("203.0.113.5", "100", t0, Origin::Peer, "node-a");
     index.add("203.0.113.5", "100", t0, Origin::Peer, "node-a");
     index.add("203.0.113.5", "101", t0, Origin::Peer, "node-b");
@@ -79,6 +80,40 @@ TEST(IndexTest, CountsLocalAndPeerEventsAndDistinctReporters) {
     EXPECT_EQ(index.ip("203.0.113.5")->reporters, 0u);
     EXPECT_EQ(index.ip("203.0.113.5")->local, 1u);
     EXPECT_EQ(index.snapshot()->peer_events, 0u);
+}
+
+// A peer event with an empty reporter (a plaintext SentryPeer value: no verified identity)
+// is a peer event but never a reporter, however many arrive; a verified one next to them
+// is one reporter, and removing the unverified ones leaves it.
+TEST(IndexTest, PeerEventsWithoutAReporterCountButNeverAddOne) {
+    Index index;
+    for (int i = 0; i < 5; ++i) {
+        index.add("203.0.113.7", "200", t0, Origin::Peer, "");
+    }
+    index.publish();
+    auto s = index.ip("203.0.113.7");
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->peer, 5u);
+    EXPECT_EQ(s->reporters, 0u);
+    EXPECT_EQ(index.number("200")->reporters, 0u);
+    EXPECT_EQ(index.snapshot()->peer_events, 5u);
+    index.add("203.0.113.7", "200", t0, Origin::Peer, "9f2c4b1a0e8d7c6b5a4938271605f4e3d2c1b0a9");
+    index.remove("203.0.113.7", "200", t0, Origin::Peer, "");
+    index.publish();
+    EXPECT_EQ(index.ip("203.0.113.7")->peer, 5u);
+    EXPECT_EQ(index.ip("203.0.113.7")->reporters, 1u);
+    for (int i = 0; i < 4; ++i) {
+        index.remove("203.0.113.7", "200", t0, Origin::Peer, "");
+    }
+    index.publish();
+    EXPECT_EQ(index.ip("203.0.113.7")->peer, 1u);
+    EXPECT_EQ(index.ip("203.0.113.7")->reporters, 1u);
+    // The load's second pass: a plaintext row reclassified adds no reporter either.
+    index.add("203.0.113.8", "201", t0, Origin::Local, {});
+    index.reclassifyAsPeer("203.0.113.8", "201", "");
+    index.publish();
+    EXPECT_EQ(index.ip("203.0.113.8")->peer, 1u);
+    EXPECT_EQ(index.ip("203.0.113.8")->reporters, 0u);
 }
 
 TEST(IndexTest, ReportersAreCappedSoAFloodOfIdsCostsBoundedMemory) {

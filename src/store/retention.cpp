@@ -69,7 +69,7 @@ std::optional<std::size_t> Store::Impl::pruneChunk(Micros before, std::size_t li
         if (t < counted_from) {
             continue; // never counted in the index
         }
-        // RETURNING source_ip, called_number, event_time, origin, created_by_node_id
+        // RETURNING source_ip, called_number, event_time, origin, reporter
         bool peer = columnText(p, 3) == "peer";
         removed.push_back({std::string(columnText(p, 0)), std::string(columnText(p, 1)), t,
                            peer ? core::Origin::Peer : core::Origin::Local,

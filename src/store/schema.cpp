@@ -36,6 +36,12 @@ struct Migration {
 // to know of them (who reported which address and number, and when): the startup load
 // counts peer events and their distinct reporters in one pass over it, without reading the
 // table. It still answers "was this peer event already stored" (event_uuid first).
+//
+// Version 4 adds `reporter`: the verified publisher identity of a peer event received through
+// the share protocol (src/share), empty for local events and for plaintext SentryPeer values
+// (whose created_by_node_id is self-declared). The index counts distinct reporters from it
+// instead of created_by_node_id, so the covering peer index now carries reporter. Peer rows
+// stored before get NULL (read as empty): still peer events, never a reporter.
 constexpr std::array kMigrations{
     Migration{1, R"sql(
 CREATE TABLE IF NOT EXISTS honey (honey_id INTEGER PRIMARY KEY, event_timestamp TEXT,
@@ -68,6 +74,12 @@ CREATE INDEX IF NOT EXISTS honey_time_keys ON honey (event_time, source_ip, call
 DROP INDEX IF EXISTS honey_peer_event_uuid;
 CREATE INDEX IF NOT EXISTS honey_peer ON honey (event_uuid, event_time, source_ip,
     called_number, created_by_node_id) WHERE origin = 'peer';
+)sql"},
+    Migration{4, R"sql(
+ALTER TABLE honey ADD COLUMN reporter TEXT;
+DROP INDEX IF EXISTS honey_peer;
+CREATE INDEX IF NOT EXISTS honey_peer ON honey (event_uuid, event_time, source_ip,
+    called_number, reporter) WHERE origin = 'peer';
 )sql"},
 };
 constexpr int kSchemaVersion = kMigrations.back().version;

@@ -43,8 +43,8 @@ inline constexpr std::size_t kKeys = 2;
 inline constexpr const char* kInsertSql =
     "INSERT INTO honey (event_timestamp, event_uuid, collected_method, source_ip, called_number,"
     " transport_type, method, user_agent, sip_message, created_by_node_id, created_at,"
-    " app_version, source_port, destination_ip, destination_port, origin, event_time)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+    " app_version, source_port, destination_ip, destination_port, origin, event_time, reporter)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
 // A peer's event already stored (seen again after a restart) is skipped. Asked separately,
 // for peer events only: as INSERT ... SELECT ... WHERE NOT EXISTS, SQLite stages every row in
@@ -53,10 +53,11 @@ inline constexpr const char* kInsertSql =
 inline constexpr const char* kPeerStoredSql =
     "SELECT 1 FROM honey INDEXED BY honey_peer WHERE event_uuid = ?1 AND origin = 'peer' LIMIT 1";
 
-// Peer rows from a time on, with their reporter: after the pass over every row (counted as
-// local), these are counted as peer events (one pass over the covering honey_peer index).
+// Peer rows from a time on, with their reporter (verified identity, or empty): after the pass over
+// every row (counted as local), these are counted as peer events (one pass over the covering
+// honey_peer index).
 inline constexpr const char* kPeerKeysFromSql =
-    "SELECT source_ip, called_number, created_by_node_id FROM honey INDEXED BY honey_peer"
+    "SELECT source_ip, called_number, reporter FROM honey INDEXED BY honey_peer"
     " WHERE origin = 'peer' AND event_time >= ?1";
 
 // The keys of rows from a time on, oldest first; resumable (OFFSET skips the rows already
@@ -71,7 +72,7 @@ inline constexpr std::size_t kRefreshRows = 5000;
 inline constexpr const char* kPruneSql =
     "DELETE FROM honey WHERE honey_id IN (SELECT honey_id FROM honey WHERE event_time < ?1"
     " ORDER BY event_time LIMIT ?2)"
-    " RETURNING source_ip, called_number, event_time, origin, created_by_node_id";
+    " RETURNING source_ip, called_number, event_time, origin, reporter";
 
 inline constexpr int kWriteAttempts = 3; // per consume() when the database is busy
 inline constexpr std::chrono::milliseconds kBusyBackoff{20};

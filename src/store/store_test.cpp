@@ -128,11 +128,16 @@ protected:
         return e;
     }
 
-    // A peer's event, reported by node `reporter` (0-9).
+    // A peer's event from node `reporter` (0-9), verified (reporter: a share identity), or
+    // with reporter < 0 a plaintext value (no verified reporter, only a node id).
     static core::EventPtr peerEvent(std::string ip, std::string number, TimePoint t, int reporter) {
         auto e = std::const_pointer_cast<core::Event>(event(std::move(ip), std::move(number), t));
         e->origin = core::Origin::Peer;
-        e->created_by_node_id = fmt::format("0b8bf2e1-3c4d-4e5f-8a9b-0c1d2e3f4a{:02}", reporter);
+        e->created_by_node_id =
+            fmt::format("0b8bf2e1-3c4d-4e5f-8a9b-0c1d2e3f4a{:02}", reporter < 0 ? 99 : reporter);
+        if (reporter >= 0) {
+            e->reporter = fmt::format("{:040x}", reporter + 1);
+        }
         return e;
     }
 
@@ -165,6 +170,7 @@ TEST_F(StoreTest, StoresEveryColumn) {
     e->sip_user_agent = "sipvicious \xc3\xa9";
     e->sip_message = "INVITE sip:+441234567890@[2001:db8::1] SIP/2.0\r\nVia: x\r\n\r\n";
     e->origin = core::Origin::Peer;
+    e->reporter = "9f2c4b1a0e8d7c6b5a4938271605f4e3d2c1b0a9";
     auto unknown_ports = event("203.0.113.9", "NOT_FOUND", clock_.now());
     auto copy = std::make_shared<core::Event>(*unknown_ports);
     copy->source_port = 0;
@@ -179,14 +185,14 @@ TEST_F(StoreTest, StoresEveryColumn) {
     }
 
     Db db(path_);
-    EXPECT_EQ(db.value("PRAGMA user_version"), "3");
+    EXPECT_EQ(db.value("PRAGMA user_version"), "4");
     EXPECT_EQ(db.value("PRAGMA journal_mode"), "wal");
     EXPECT_EQ(db.value("PRAGMA page_size"), "16384"); // a new database
     auto rows =
         db.rows("SELECT event_timestamp, event_uuid, collected_method, source_ip, called_number,"
                 " transport_type, method, user_agent, sip_message, created_by_node_id, created_at,"
-                " app_version, source_port, destination_ip, destination_port, origin, event_time"
-                " FROM honey ORDER BY honey_id");
+                " app_version, source_port, destination_ip, destination_port, origin, event_time,"
+                " reporter FROM honey ORDER BY honey_id");
     ASSERT_EQ(rows.size(), 2u);
     std::vector<std::string> expected{e->event_timestamp,
                                       e->event_uuid,
@@ -204,8 +210,10 @@ TEST_F(StoreTest, StoresEveryColumn) {
                                       "2001:db8::1",
                                       "5061",
                                       "peer",
-                                      std::to_string(micros(e->time))};
+                                      std::to_string(micros(e->time)),
+                                      e->reporter};
     EXPECT_EQ(rows[0], expected);
+    EXPECT_EQ(rows[1][17], "NULL"); // a local event: no reporter
     EXPECT_EQ(rows[1][12], "NULL"); // port 0: unknown
     EXPECT_EQ(rows[1][14], "NULL");
     EXPECT_EQ(rows[1][15], "local");
@@ -219,12 +227,25 @@ TEST_F(StoreTest, SchemaHasSentryPeerColumnsThenOursAndIndexes) {
     for (const auto& r : db.rows("SELECT name FROM pragma_table_info('honey') ORDER BY cid")) {
         columns.push_back(r[0]);
     }
-    std::vector<std::string> expected{
-        "honey_id",    "event_timestamp", "event_uuid",         "collected_method",
-        "source_ip",   "called_number",   "transport_type",     "method",
-        "user_agent",  "sip_message",     "created_by_node_id", "created_at",
-        "app_version", "source_port",     "destination_ip",     "destination_port",
-        "origin",      "event_time"};
+    std::vector<std::string> expected{"honey_id",
+                                      "event_timestamp",
+                                      "event_uuid",
+                                      "collected_method",
+                                      "source_ip",
+                                      "called_number",
+                                      "transport_type",
+                                      "method",
+                                      "user_agent",
+                                      "sip_message",
+                                      "created_by_node_id",
+                                      "created_at",
+                                      "app_version",
+                                      "source_port",
+                                      "destination_ip",
+                                      "destination_port",
+                                      "origin",
+                                      "event_time",
+                                      "reporter"};
     EXPECT_EQ(columns, expected);
     std::vector<std::string> indexes;
     for (const auto& r : db.rows("SELECT name FROM sqlite_master WHERE type = 'index' AND "
@@ -494,7 +515,7 @@ TEST_F(StoreTest, IndexMatchesTheDatabaseThroughRandomRetention) {
                                             column));
             auto origins = db.rows(fmt::format(
                 "SELECT {0}, SUM(origin = 'local'), SUM(origin = 'peer'), COUNT(DISTINCT CASE "
-                "WHEN origin = 'peer' THEN created_by_node_id END) FROM honey GROUP BY {0}",
+                "WHEN origin = 'peer' THEN reporter END) FROM honey GROUP BY {0}",
                 column));
             auto snap = store.index().snapshot();
             const KeyMap& map = ips ? snap->by_ip : snap->by_number;
@@ -522,7 +543,8 @@ TEST_F(StoreTest, IndexMatchesTheDatabaseThroughRandomRetention) {
             auto t = now - std::chrono::seconds(std::rand() % 5400);
             auto ip = fmt::format("192.0.2.{}", std::rand() % 9);
             auto number = std::to_string(std::rand() % 13);
-            batch.push_back(i % 3 == 0 ? peerEvent(ip, number, t, std::rand() % 4)
+            // Reporters 0-3, or -1: a plaintext value (a peer event without a reporter).
+            batch.push_back(i % 3 == 0 ? peerEvent(ip, number, t, std::rand() % 5 - 1)
                                        : event(ip, number, t));
         }
         consume(store, batch);
@@ -745,7 +767,7 @@ TEST_F(StoreTest, OpensSentryPeerDatabaseAndMigratesIt) {
     {
         Store store(o, clock_);
         Db db(path_);
-        EXPECT_EQ(db.value("PRAGMA user_version"), "3");
+        EXPECT_EQ(db.value("PRAGMA user_version"), "4");
         auto rows = db.rows("SELECT event_timestamp, source_ip, called_number, user_agent, "
                             "created_at, origin, app_version, source_port, event_time FROM honey "
                             "ORDER BY honey_id");
@@ -778,23 +800,23 @@ TEST_F(StoreTest, OpensSentryPeerDatabaseAndMigratesIt) {
     Store again(o, clock_); // already at schema 2: nothing to migrate twice
     EXPECT_EQ(rowCount(), 4);
     EXPECT_EQ(again.index().events(), 4u);
-    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "3");
+    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "4");
 }
 
 TEST_F(StoreTest, RefusesNewerSchema) {
     {
         Db db(path_);
-        db.exec("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY); PRAGMA user_version = 4;");
+        db.exec("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY); PRAGMA user_version = 5;");
     }
     try {
         Store store(options(), clock_);
-        FAIL() << "opened a schema 3 database";
+        FAIL() << "opened a schema 5 database";
     } catch (const StoreError& e) {
         EXPECT_EQ(std::string(e.what()),
-                  fmt::format("database {} was written by a newer sentrypeer (schema 4, we know 3)",
+                  fmt::format("database {} was written by a newer sentrypeer (schema 5, we know 4)",
                               path_.string()));
     }
-    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "4");
+    EXPECT_EQ(Db(path_).value("PRAGMA user_version"), "5");
 }
 
 TEST_F(StoreTest, RefusesAFileThatIsNotADatabase) {
@@ -929,4 +951,39 @@ TEST_F(StoreTest, PeerEventAlreadyStoredIsSkippedAcrossRestarts) {
 }
 
 } // namespace
+// Schema 3 -> 4: peer rows stored before the reporter column existed stay peer events but
+// name no reporter (their created_by_node_id is self-declared); new verified ones do.
+TEST_F(StoreTest, SchemaThreePeerRowsMigrateWithoutReporters) {
+    {
+        Store store(options(), clock_);
+        consume(store, {peerEvent("203.0.113.5", "100", clock_.now(), 1),
+                        peerEvent("203.0.113.5", "100", clock_.now(), 2)});
+        store.close();
+    }
+    {
+        // Back to what schema 3 had: no reporter column, honey_peer on created_by_node_id.
+        Db db(path_);
+        db.exec("DROP INDEX honey_peer; ALTER TABLE honey DROP COLUMN reporter;"
+                "CREATE INDEX honey_peer ON honey (event_uuid, event_time, source_ip, "
+                "called_number, created_by_node_id) WHERE origin = 'peer';"
+                "PRAGMA user_version = 3;");
+    }
+    Store store(options(), clock_);
+    Db db(path_);
+    EXPECT_EQ(db.value("PRAGMA user_version"), "4");
+    EXPECT_EQ(db.number("SELECT COUNT(*) FROM honey WHERE reporter IS NULL AND origin = 'peer'"),
+              2);
+    EXPECT_NE(db.value("SELECT sql FROM sqlite_master WHERE name = 'honey_peer'").find("reporter"),
+              std::string::npos);
+    auto seen = store.index().ip("203.0.113.5");
+    ASSERT_TRUE(seen);
+    EXPECT_EQ(seen->peer, 2u);
+    EXPECT_EQ(seen->reporters, 0u); // two node ids, no verified reporter
+    consume(store, {peerEvent("203.0.113.5", "100", clock_.now(), 1),
+                    peerEvent("203.0.113.5", "100", clock_.now(), -1)});
+    seen = store.index().ip("203.0.113.5");
+    EXPECT_EQ(seen->peer, 4u);
+    EXPECT_EQ(seen->reporters, 1u); // the verified one only
+}
+
 } // namespace sp::store

@@ -108,6 +108,11 @@ int Store::Impl::insertBatch(std::span<const core::EventPtr> batch) {
         bindPort(s, 15, e.destination_port);
         bindText(s, 16, core::originName(e.origin));
         sqlite3_bind_int64(s, 17, toMicros(e.time));
+        if (e.reporter.empty()) {
+            sqlite3_bind_null(s, 18); // local, or a plaintext value: no verified reporter
+        } else {
+            bindText(s, 18, e.reporter);
+        }
         rc = run(s);
         if (rc == SQLITE_OK) {
             continue;

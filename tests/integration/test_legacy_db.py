@@ -26,7 +26,7 @@ LEGACY_COLUMNS = ["honey_id", "event_timestamp", "event_uuid", "collected_method
                   "called_number", "transport_type", "method", "user_agent", "sip_message",
                   "created_by_node_id", "created_at"]
 NEW_COLUMNS = ["app_version", "source_port", "destination_ip", "destination_port", "origin",
-               "event_time"]
+               "event_time", "reporter"]
 
 
 def sentrypeer_timestamp(dt: datetime.datetime) -> str:
@@ -72,7 +72,7 @@ def test_legacy_db_migrated_rows_kept(make_daemon, tmp_path):
     cols = columns(db)
     assert cols[:len(LEGACY_COLUMNS)] == LEGACY_COLUMNS, f"legacy columns changed: {cols}"
     assert set(NEW_COLUMNS) <= set(cols), f"missing new columns: {set(NEW_COLUMNS) - set(cols)}"
-    assert db_query(db, "PRAGMA user_version")[0]["user_version"] == 3
+    assert db_query(db, "PRAGMA user_version")[0]["user_version"] == 4
     assert db_query(db, "PRAGMA journal_mode")[0]["journal_mode"] == "wal"
 
     rows = d.rows()
@@ -102,7 +102,7 @@ def test_legacy_db_migrated_rows_kept(make_daemon, tmp_path):
            for r in db_query(db, "PRAGMA index_list(honey)")}
     assert idx == {"honey_time_keys": ["event_time", "source_ip", "called_number"],
                    "honey_peer": ["event_uuid", "event_time", "source_ip", "called_number",
-                                  "created_by_node_id"]}, idx
+                                  "reporter"]}, idx
 
 
 def test_retention_prunes_old_legacy_rows(make_daemon, tmp_path):

@@ -1,5 +1,9 @@
 """Peer to peer: our daemons share what they catch over OpenDHT and store what peers share.
 
+These tests are about SentryPeer's plaintext format under `bad_actors`: our daemons put it
+only with --p2p-sentrypeer-compat (start_node(compat=True)), and always read it. Sharing
+through the share-to-receive protocol (the default) is tested by test_share_e2e.py.
+
 Every test runs on 127.0.0.1 in a private DHT network (a random --dht-network id per test,
 never the public network 0, never the default bootstrap node) with --dht-no-rate-limit
 (every loopback peer is one IP for OpenDHT's per-IP limit), on free UDP ports.
@@ -188,7 +192,7 @@ class P2pDaemon:
 def start_node(make_daemon, name: str, network: int, bootstrap_ports=(), *, relay=False,
                p2p=True, dht_port: Optional[int] = None, extra=(), env=None,
                workdir: Optional[Path] = None, api_port: Optional[int] = None,
-               sip_port: Optional[int] = None) -> P2pDaemon:
+               sip_port: Optional[int] = None, compat: bool = False) -> P2pDaemon:
     api_port = api_port or free_port(udp=False)
     dht_port = dht_port or free_udp_port()
     args = ["-a", "--api-listen", f"127.0.0.1:{api_port}", "--dht-port", str(dht_port),
@@ -199,6 +203,8 @@ def start_node(make_daemon, name: str, network: int, bootstrap_ports=(), *, rela
         args.append("-R")
     if not p2p:
         args.append("--no-p2p")
+    if compat:
+        args.append("--p2p-sentrypeer-compat")  # also put plaintext under bad_actors
     args += list(extra)
     d = make_daemon(sip=not relay, tls=False, args=args, env=env, workdir=workdir,
                     sip_port=sip_port)
@@ -408,9 +414,9 @@ def compact(obj) -> bytes:
 def test_chain_shares_and_no_p2p_node_is_isolated(make_daemon):
     net = private_network()
     pa, pb, pc = free_udp_port(), free_udp_port(), free_udp_port()
-    a = start_node(make_daemon, "A", net, [pb], dht_port=pa)
-    b = start_node(make_daemon, "B", net, [pa], dht_port=pb)
-    c = start_node(make_daemon, "C", net, [pb], dht_port=pc)
+    a = start_node(make_daemon, "A", net, [pb], dht_port=pa, compat=True)
+    b = start_node(make_daemon, "B", net, [pa], dht_port=pb, compat=True)
+    c = start_node(make_daemon, "C", net, [pb], dht_port=pc, compat=True)
     # D: same network flags, bootstrapped to A, but opted out.
     d = start_node(make_daemon, "D", net, [pa], p2p=False)
     wait_network([a, b, c], min_peers=2)
@@ -476,7 +482,7 @@ def test_opt_out_runs_no_dht_node(make_daemon, args, env):
 def test_interop_with_opendht_python_peer(make_daemon, opendht_peers):
     net = private_network()
     peer_port = free_udp_port()
-    s = start_node(make_daemon, "S", net, [peer_port])
+    s = start_node(make_daemon, "S", net, [peer_port], compat=True)
     peer = opendht_peers(net, [s.dht_port], port=peer_port)
     peer.listen()
     wait_network([s], min_peers=1)
@@ -613,8 +619,8 @@ def test_different_networks_exchange_nothing(make_daemon):
     n1 = private_network()
     n2 = n1 + 1
     px, py = free_udp_port(), free_udp_port()
-    x = start_node(make_daemon, "X", n1, [py], dht_port=px)
-    y = start_node(make_daemon, "Y", n2, [px], dht_port=py)
+    x = start_node(make_daemon, "X", n1, [py], dht_port=px, compat=True)
+    y = start_node(make_daemon, "Y", n2, [px], dht_port=py, compat=True)
     nx, ny = unique_number(), unique_number()
     x.probe(nx)
     y.probe(ny)
@@ -632,9 +638,9 @@ def test_different_networks_exchange_nothing(make_daemon):
 def test_relay_without_sip_carries_events(make_daemon):
     net = private_network()
     pa, pr, pc = free_udp_port(), free_udp_port(), free_udp_port()
-    a = start_node(make_daemon, "A", net, [pr], dht_port=pa)
-    r = start_node(make_daemon, "R", net, [pa], dht_port=pr, relay=True)
-    c = start_node(make_daemon, "C", net, [pr], dht_port=pc)
+    a = start_node(make_daemon, "A", net, [pr], dht_port=pa, compat=True)
+    r = start_node(make_daemon, "R", net, [pa], dht_port=pr, relay=True, compat=True)
+    c = start_node(make_daemon, "C", net, [pr], dht_port=pc, compat=True)
 
     socks = listening_sockets(r.pid)
     assert socks["tcp_listen"] == {r.api_port}, f"-R: TCP listeners {socks['tcp_listen']}"
@@ -666,8 +672,8 @@ def test_restart_does_not_store_peer_events_twice(make_daemon, tmp_path):
     10 minutes); the ones it stored before must not be stored again."""
     net = private_network()
     pa, pb = free_udp_port(), free_udp_port()
-    a = start_node(make_daemon, "A", net, [pb], dht_port=pa)
-    b = start_node(make_daemon, "B", net, [pa], dht_port=pb, workdir=tmp_path / "B")
+    a = start_node(make_daemon, "A", net, [pb], dht_port=pa, compat=True)
+    b = start_node(make_daemon, "B", net, [pa], dht_port=pb, workdir=tmp_path / "B", compat=True)
     wait_network([a, b], min_peers=1)
     n = unique_number()
     a.probe(n)
@@ -679,7 +685,7 @@ def test_restart_does_not_store_peer_events_twice(make_daemon, tmp_path):
     b.d.stop()
 
     b2 = start_node(make_daemon, "B", net, [pa], dht_port=pb, workdir=tmp_path / "B",
-                    sip_port=b.sip_port)
+                    sip_port=b.sip_port, compat=True)
     assert b2.node_id() == node_id, "node id not kept across a restart"
     again = wait_until(lambda: b2.status()["values_received"] >= 1, 10, 0.1)
     assert again, f"B did not get the key's values again after its restart: {b2.status()}"

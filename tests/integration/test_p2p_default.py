@@ -7,7 +7,10 @@ options a private community needs: --dht-network (a random private id, never the
 network 0), -b on loopback (never the default public bootstrap node), --dht-port (two nodes
 on one host) and --dht-no-rate-limit (every loopback peer is one IP for OpenDHT).
 
-- two such daemons find each other and share probes both ways;
+- two such daemons find each other and share probes both ways through the share-to-receive
+  protocol (both contribute; default credit L1: both probes come from 127.0.0.1, which each
+  node saw itself), with its timings shortened (--p2p-epoch 60s --p2p-bucket 10s
+  --p2p-flush 1s: the defaults flush every 120 s and grant once a minute);
 - the bare binary (no option but its files) runs a DHT node on UDP 4222: in a fresh network
   namespace (root), so the default public bootstrap node is unreachable and 4222 is free.
 
@@ -27,13 +30,14 @@ from pathlib import Path
 import pytest
 
 from conftest import READY_RE, clean_env, free_port, sentrypeer_bin
-from test_p2p import (PROPAGATION_TIMEOUT, P2pDaemon, free_udp_port, http_get,
+from test_p2p import (P2pDaemon, wait_until, free_udp_port, http_get,
                       listening_sockets, private_network, unique_number, wait_network,
                       wait_peer_row)
 
 pytestmark = pytest.mark.slow
 
-OPT_IN_OUT = {"-p", "--p2p", "--peer-to-peer", "--no-p2p"}
+OPT_IN_OUT = {"-p", "--p2p", "--peer-to-peer", "--no-p2p", "--p2p-sentrypeer-compat"}
+SHARE_TIMEOUT = 15.0  # flush 1 s, then a grant round (epoch/12 = 5 s), then the decrypt
 
 
 def start_default_node(make_daemon, name: str, network: int, dht_port: int,
@@ -41,7 +45,8 @@ def start_default_node(make_daemon, name: str, network: int, dht_port: int,
     api_port = free_port(udp=False)
     args = ["-a", "--api-listen", f"127.0.0.1:{api_port}", "--dht-port", str(dht_port),
             "--dht-network", str(network), "--dht-no-rate-limit",
-            "-b", f"127.0.0.1:{bootstrap_port}"]
+            "-b", f"127.0.0.1:{bootstrap_port}",
+            "--p2p-epoch", "60s", "--p2p-bucket", "10s", "--p2p-flush", "1s"]
     d = make_daemon(tls=True, args=args)
     # The contract of this file: nothing turned peer to peer on or off explicitly.
     assert not OPT_IN_OUT & set(d.cmd), f"{name}: an explicit p2p flag in {d.cmd}"
@@ -61,26 +66,44 @@ def test_two_default_daemons_share_probes_both_ways(make_daemon):
         assert s["port_ipv4"] == node.dht_port, (node.name, s)
         assert node.dht_port in listening_sockets(node.pid)["udp"], node.name
 
+    # Both contribute (share to receive): a probe at each, then each has the other's.
+    numbers = {}
+    t0 = time.monotonic()
+    for node in (a, b):
+        numbers[node.name] = unique_number()
+        node.probe(numbers[node.name], "OPTIONS")
+    local = {n.name: n.d.wait_for_rows(1, "called_number = ?", (numbers[n.name],))[0]
+             for n in (a, b)}
     for src, dst in ((a, b), (b, a)):
-        number = unique_number()
-        t0 = time.monotonic()
-        src.probe(number, "OPTIONS")
-        local = src.d.wait_for_rows(1, "called_number = ?", (number,))[0]
-        assert local["origin"] == "local"
-        row = wait_peer_row(dst, number, PROPAGATION_TIMEOUT)
+        assert local[src.name]["origin"] == "local"
+        row = wait_peer_row(dst, numbers[src.name], SHARE_TIMEOUT - (time.monotonic() - t0))
         print(f"{src.name} -> {dst.name}: {time.monotonic() - t0:.3f}s")
         for col in ("event_uuid", "event_timestamp", "source_ip", "called_number", "method",
                     "user_agent", "sip_message"):
-            assert row[col] == local[col], f"{dst.name}.{col}: {row[col]!r} != {local[col]!r}"
+            assert row[col] == local[src.name][col], \
+                f"{dst.name}.{col}: {row[col]!r} != {local[src.name][col]!r}"
         assert row["created_by_node_id"] == src.node_id()
-        assert dst.number_known(number), f"{dst.name}: /numbers/{number} not found"
+        assert row["reporter"] == src.status()["identity"], row
+        assert dst.number_known(numbers[src.name]), f"{dst.name}: /numbers/ not found"
 
+    # Default credit L1: each record is about 127.0.0.1, which the receiver saw itself (the
+    # daemon's "confirmed locally" answer from its index) and got first from that peer.
+    def credited():
+        return all(n.status()["share"]["records"]["credited"] >= 1 for n in (a, b))
+
+    assert wait_until(credited, 5, 0.1), \
+        f"L1 credit not given: {[n.status()['share'] for n in (a, b)]}"
     for node in (a, b):
         m = node.metrics()
+        published = re.search(r'^sentrypeer_p2p_share_records_total\{event="published"\} (\d+)$',
+                              m, re.M)
+        stored = re.search(r'^sentrypeer_p2p_share_records_total\{event="stored"\} (\d+)$', m,
+                           re.M)
         sent = re.search(r"^sentrypeer_p2p_events_sent_total (\d+)$", m, re.M)
-        accepted = re.search(r"^sentrypeer_p2p_events_accepted_total (\d+)$", m, re.M)
-        assert sent and int(sent.group(1)) >= 1, f"{node.name} sent nothing:\n{m}"
-        assert accepted and int(accepted.group(1)) >= 1, f"{node.name} accepted nothing:\n{m}"
+        assert published and int(published.group(1)) >= 1, f"{node.name} published nothing:\n{m}"
+        assert stored and int(stored.group(1)) >= 1, f"{node.name} stored nothing:\n{m}"
+        # No plaintext by default (--p2p-sentrypeer-compat is opt-in).
+        assert sent and int(sent.group(1)) == 0, f"{node.name} put plaintext:\n{m}"
 
 
 def test_bare_binary_runs_a_dht_node_on_4222(tmp_path):
