@@ -54,7 +54,7 @@ void Journal::stop() {
     }
 }
 
-void Journal::run(std::shared_ptr<store::IndexSubscription> sub) {
+void Journal::run(const std::shared_ptr<store::IndexSubscription>& sub) {
     pthread_setname_np(pthread_self(), "sp-decisions");
     while (!stop_) {
         auto wait = kMaxWait;
@@ -341,14 +341,15 @@ namespace sp::decisions {
 
 namespace {
 
-constexpr std::size_t kChunkBytes = 64 * 1024;
+constexpr std::size_t kChunkBytes = 64UL * 1024;
 
 struct StreamState {
     Journal::Answer a;
     Filter f;
     bool startup = false;
     int phase = 0; // 0: not started, 1: "new", 2: "deleted", 3: done
-    DecisionMap::ConstIterator it;
+    // The snapshot's entries (views into `a.all`, which lives as long as this state).
+    std::vector<std::pair<std::string_view, const Decision*>> entries;
     std::size_t idx = 0;
     bool any = false;
 
@@ -371,16 +372,18 @@ struct StreamState {
             out.append(R"({"new":)");
             phase = 1;
             if (a.full) {
-                it = a.all.begin();
+                entries.reserve(a.all.size());
+                a.all.forEach([this](std::string_view ip, const Decision& d) {
+                    entries.emplace_back(ip, &d);
+                });
             }
         }
         if (phase == 1) {
             if (a.full) {
-                for (; it != a.all.end() && out.size() < kChunkBytes; ++it) {
-                    auto [ip, d] = *it;
-                    emit(out, ip, d, true);
+                for (; idx < entries.size() && out.size() < kChunkBytes; ++idx) {
+                    emit(out, entries[idx].first, *entries[idx].second, true);
                 }
-                if (it != a.all.end()) {
+                if (idx < entries.size()) {
                     return true;
                 }
             } else {

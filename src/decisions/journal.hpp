@@ -113,7 +113,7 @@ private:
         Decision decision;
     };
 
-    void run(std::shared_ptr<store::IndexSubscription> sub);
+    void run(const std::shared_ptr<store::IndexSubscription>& sub);
     // Under mutex_.
     void applyOne(std::string_view ip, const std::optional<store::Seen>& seen, core::TimePoint now);
     void issue(std::string_view ip, Decision d, Why why);
