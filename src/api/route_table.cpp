@@ -26,6 +26,10 @@ std::span<const Route> Routes::table() {
         Route{"GET", "/metrics", &Routes::metricsText, true, false, "/metrics"},
         Route{"GET", "/stats", &Routes::stats, true, true, "/stats"},
         Route{"GET", "/p2p/status", &Routes::p2pStatus, true, false, "/p2p/status"},
+        // CrowdSec bouncers: X-Api-Key (--bouncer-key), not the bearer token.
+        Route{"GET", "/v1/decisions/stream", &Routes::decisionsStream, false, true,
+              "/v1/decisions/stream"},
+        Route{"GET", "/v1/decisions", &Routes::decisionsList, false, true, "/v1/decisions"},
     };
     return route_table;
 }
@@ -135,6 +139,14 @@ Response Routes::handle(const Request& request) {
         r = dispatch(request, route, param);
     } catch (const std::exception&) {
         r = message(500, "error", "Internal error");
+    }
+    if (request.path.starts_with("/v1/")) {
+        // CrowdSec's error shape under /v1/: a bouncer dereferences "message" (a body
+        // without it crashes the firewall bouncer).
+        constexpr std::string_view kError = R"({"error": )";
+        if (r.status >= 400 && std::string_view(r.body).starts_with(kError)) {
+            r.body.replace(0, kError.size(), R"({"message":)");
+        }
     }
     try {
         count(route, r.status);

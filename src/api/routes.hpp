@@ -9,8 +9,9 @@
 //
 // Files: route_table.cpp (table, dispatch, auth, counting, small routes), list_routes.cpp
 // (/ip-addresses, /numbers and their exports), lookups.cpp (/ip-addresses/{ip},
-// /numbers/{number}), stats.cpp (/stats), list_query.cpp (query parsing), index_view.cpp
-// (the index reads), list.cpp (streaming), exports.cpp (ipset, nft, CSV), limits.cpp.
+// /numbers/{number}), stats.cpp (/stats), crowdsec.cpp (/v1/decisions*), list_query.cpp (query
+// parsing), index_view.cpp (the index reads), list.cpp (streaming), exports.cpp (ipset, nft, CSV),
+// limits.cpp.
 
 #include <array>
 #include <atomic>
@@ -36,6 +37,9 @@
 namespace sp::store {
 class StatsQuery;
 }
+namespace sp::decisions {
+class Journal;
+}
 
 namespace sp::api {
 
@@ -52,6 +56,8 @@ struct ApiOptions {
     // Keys of the blocking tools' feeds (CrowdSec /v1/decisions*, APIBAN /api/{KEY}/...);
     // null or empty: those routes refuse every request (403).
     std::shared_ptr<const ApiKeys> bouncer_keys;
+    // The CrowdSec decision journal (/v1/decisions*); null: those routes answer 503.
+    std::shared_ptr<decisions::Journal> decisions;
 };
 
 class Routes;
@@ -106,12 +112,14 @@ private:
     Response healthCheck(const Request& r, std::string_view);
     Response metricsText(const Request& r, std::string_view);
     Response p2pStatus(const Request& r, std::string_view);
-    Response ipAddresses(const Request& r, std::string_view);  // list_routes.cpp
-    Response ipset(const Request& r, std::string_view);        // list_routes.cpp
-    Response numbers(const Request& r, std::string_view);      // list_routes.cpp
-    Response ipAddress(const Request& r, std::string_view ip); // lookups.cpp
-    Response number(const Request& r, std::string_view n);     // lookups.cpp
-    Response stats(const Request& r, std::string_view);        // stats.cpp
+    Response ipAddresses(const Request& r, std::string_view);     // list_routes.cpp
+    Response ipset(const Request& r, std::string_view);           // list_routes.cpp
+    Response numbers(const Request& r, std::string_view);         // list_routes.cpp
+    Response ipAddress(const Request& r, std::string_view ip);    // lookups.cpp
+    Response number(const Request& r, std::string_view n);        // lookups.cpp
+    Response stats(const Request& r, std::string_view);           // stats.cpp
+    Response decisionsStream(const Request& r, std::string_view); // crowdsec.cpp
+    Response decisionsList(const Request& r, std::string_view);   // crowdsec.cpp
 
     Response listIps(const Request& r, const std::string& format); // list_routes.cpp
     // A full list (no ?limit) or an export takes a slot of the ListBudget, held until the

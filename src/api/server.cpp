@@ -85,6 +85,11 @@ void toRequest(const http::request<http::string_body>& req, Request& r) {
     };
     field(http::field::content_type, r.content_type);
     field(http::field::authorization, r.authorization);
+    if (auto it = req.find("X-Api-Key"); it == req.end()) {
+        r.api_key.clear();
+    } else {
+        r.api_key.assign(it->value().data(), it->value().size());
+    }
 }
 
 // One HTTP connection: read a request, answer it (streamed when the route streams), and

@@ -22,6 +22,7 @@
 #include "core/metrics.hpp"
 #include "core/rate_limit.hpp"
 #include "core/version.hpp"
+#include "decisions/journal.hpp"
 #include "listen/net.hpp"
 #include "listen/tcp_listener.hpp"
 #include "listen/tls.hpp"
@@ -107,6 +108,9 @@ struct Runtime {
     std::shared_ptr<block::Policy> policy;
     // Keys the blocking tools' feeds accept (--bouncer-key, --bouncer-key-file).
     std::shared_ptr<const api::ApiKeys> bouncer_keys;
+    // The CrowdSec decision stream's journal (when the API has bouncer keys): built with the
+    // API, started once the index is loaded, stopped before the store.
+    std::shared_ptr<decisions::Journal> decisions;
     std::shared_ptr<sinks::Webhook> webhook;
     std::unique_ptr<listen::Ingest> ingest;
     std::unique_ptr<listen::ConnectionLimits> limits;
@@ -240,7 +244,14 @@ void startApi(const config::Config& c, Runtime& rt) {
                             .cors_origin = c.api_cors_origin,
                             .max_lists = c.api_max_lists,
                             .policy = rt.policy,
-                            .bouncer_keys = rt.bouncer_keys};
+                            .bouncer_keys = rt.bouncer_keys,
+                            .decisions = {}};
+    if (rt.bouncer_keys && rt.bouncer_keys->size() > 0) {
+        rt.decisions = std::make_shared<decisions::Journal>(
+            decisions::JournalOptions{.keys = rt.bouncer_keys->size()}, rt.policy, rt.clock);
+        options.decisions = rt.decisions;
+        rt.metrics.add([d = rt.decisions](core::MetricsWriter& w) { d->collect(w); });
+    }
     if (rt.p2p) {
         options.p2p_status = [p = rt.p2p] { return p->statusJson(); };
     }
@@ -329,6 +340,9 @@ int shutDown(Runtime& rt, const std::atomic<bool>& aborting) {
         rt.api->stop();
         spdlog::debug("API stopped");
     }
+    if (rt.decisions) {
+        rt.decisions->stop(); // before the store closes the index
+    }
     if (rt.p2p && !aborting) {
         rt.p2p->stop(); // no more peer events once the bus starts draining
         spdlog::debug("peer to peer stopped");
@@ -388,6 +402,9 @@ int run(const config::Config& c) {
         spdlog::info(
             "store: {} events within --max-age indexed in {:.1f} s", rt.store->index().events(),
             std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count());
+        if (rt.decisions) {
+            rt.decisions->start(rt.store->index()); // every block is in its first answer
+        }
     } catch (const std::exception& e) {
         spdlog::critical("{}", e.what());
         return 1;
