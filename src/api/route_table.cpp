@@ -26,6 +26,7 @@ std::span<const Route> Routes::table() {
         Route{"GET", "/metrics", &Routes::metricsText, true, false, "/metrics"},
         Route{"GET", "/stats", &Routes::stats, true, true, "/stats"},
         Route{"GET", "/p2p/status", &Routes::p2pStatus, true, false, "/p2p/status"},
+        Route{"GET", "/block/status", &Routes::blockStatus, true, false, "/block/status"},
     };
     return route_table;
 }
@@ -268,6 +269,14 @@ Response Routes::p2pStatus(const Request&, std::string_view) {
         return json(200, JsonObject().str("state", "off").done());
     }
     return json(200, options_.p2p_status());
+}
+
+// The nftables blocker's state (src/nft): {"state": "off"} when --nft is off.
+Response Routes::blockStatus(const Request&, std::string_view) {
+    if (!options_.block_status) {
+        return json(200, JsonObject().str("state", "off").done());
+    }
+    return json(200, options_.block_status());
 }
 
 } // namespace sp::api

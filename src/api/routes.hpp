@@ -43,9 +43,10 @@ struct ApiOptions {
     std::string token;                    // when set, routes with auth need "Bearer <token>"
     std::string db_path;                  // for /stats (opened read-only, lazily)
     std::chrono::seconds block_window{0}; // exported timeouts: block::PolicyOptions::block_window
-    std::function<std::string()> p2p_status; // JSON for /p2p/status; empty when p2p is off
-    std::string cors_origin;                 // Access-Control-Allow-Origin; empty: none
-    std::size_t max_lists = 4;               // full lists/exports answered at once
+    std::function<std::string()> p2p_status;   // JSON for /p2p/status; empty when p2p is off
+    std::function<std::string()> block_status; // JSON for /block/status; empty: --nft is off
+    std::string cors_origin;                   // Access-Control-Allow-Origin; empty: none
+    std::size_t max_lists = 4;                 // full lists/exports answered at once
     // The one blocking policy (never-block list, reporters, --block-after) that decides what
     // the firewall exports list; null: a policy with the defaults.
     std::shared_ptr<const block::Policy> policy;
@@ -106,6 +107,7 @@ private:
     Response healthCheck(const Request& r, std::string_view);
     Response metricsText(const Request& r, std::string_view);
     Response p2pStatus(const Request& r, std::string_view);
+    Response blockStatus(const Request& r, std::string_view);
     Response ipAddresses(const Request& r, std::string_view);  // list_routes.cpp
     Response ipset(const Request& r, std::string_view);        // list_routes.cpp
     Response numbers(const Request& r, std::string_view);      // list_routes.cpp

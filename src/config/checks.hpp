@@ -19,5 +19,7 @@ std::string checkCidr(const std::string& v);
 // A bouncer/API key (core::validApiKey); the message never repeats the key.
 std::string checkApiKey(const std::string& v);
 std::string checkUrl(const std::string& url);
+// An nftables table name: a letter, then letters, digits, '_' or '-' (at most 64).
+std::string checkNftTable(const std::string& v);
 
 } // namespace sp::config
