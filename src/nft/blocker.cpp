@@ -309,8 +309,11 @@ void Blocker::stop() {
     }
     if (o_.keep) {
         spdlog::info("nft: table inet {} kept (--nft-keep)", o_.table);
-    } else if (commit(removeTableScript(o_.table), "removing the table")) {
-        spdlog::info("nft: table inet {} removed", o_.table);
+    } else if (commit(exitScript(o_.table, o_.set_only),
+                      o_.set_only ? "emptying the sets" : "removing the table")) {
+        spdlog::info("nft: table inet {} {}", o_.table,
+                     o_.set_only ? "kept, its sets emptied (set-only: the table is shared)"
+                                 : "removed");
     }
     nft_ctx_free(ctx_);
     ctx_ = nullptr;

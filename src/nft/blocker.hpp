@@ -7,7 +7,8 @@
 // It consumes the index subscription ("the state, then every change"): start() writes the
 // table, its sets filled from the state, in one transaction (replacing a table left by an
 // earlier run); then the sp-nft thread writes the changes in batches, at most one
-// transaction per batch interval (100 ms). stop() removes the table unless `keep`.
+// transaction per batch interval (100 ms). stop() removes the table unless `keep` (set-only:
+// empties the sets, leaving the table and the operator's rules that use them).
 //
 // Threads: start()/stop() from the main thread; resync(), collect() and statusJson() from
 // any thread; everything else runs on sp-nft.
@@ -56,7 +57,8 @@ public:
     // blocked address in one transaction, then starts sp-nft. Throws std::runtime_error (one
     // line) when the transaction is refused.
     void start();
-    // Main thread: stops sp-nft, then removes the table unless `keep`. Idempotent.
+    // Main thread: stops sp-nft, then removes the table (set-only: empties the sets) unless
+    // `keep`. Idempotent.
     void stop();
     // Any thread: rebuild the sets from the index on sp-nft (the allow list was reloaded).
     void resync();

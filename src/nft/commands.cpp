@@ -95,20 +95,29 @@ bool validTableName(std::string_view name) {
 
 std::string startupScript(std::string_view table, bool set_only, const Elements& elements) {
     std::string t(table);
+    std::string v4(kSetV4);
+    std::string v6(kSetV6);
     std::string out;
-    out.reserve(128 + elements.size() * 40);
+    out.reserve(256 + elements.size() * 40);
+    if (set_only) {
+        // The table may hold the operator's own chains: only the sets are (re)made.
+        out += "add table inet " + t + "\n";
+        out += "add set inet " + t + " " + v4 + " { type ipv4_addr; flags timeout; }\n";
+        out += "add set inet " + t + " " + v6 + " { type ipv6_addr; flags timeout; }\n";
+        out += "flush set inet " + t + " " + v4 + "\n";
+        out += "flush set inet " + t + " " + v6 + "\n";
+        addAll(out, table, elements);
+        return out;
+    }
     out += "add table inet " + t + "\n";
     out += "delete table inet " + t + "\n";
     out += "table inet " + t + " {\n";
-    out += "  set " + std::string(kSetV4) + " {\n    type ipv4_addr\n    flags timeout\n  }\n";
-    out += "  set " + std::string(kSetV6) + " {\n    type ipv6_addr\n    flags timeout\n  }\n";
-    if (!set_only) {
-        out += "  chain " + std::string(kChain) +
-               " {\n    type filter hook input priority filter - 10; policy accept;\n"
-               "    ip saddr @" +
-               std::string(kSetV4) + " counter drop\n    ip6 saddr @" + std::string(kSetV6) +
-               " counter drop\n  }\n";
-    }
+    out += "  set " + v4 + " {\n    type ipv4_addr\n    flags timeout\n  }\n";
+    out += "  set " + v6 + " {\n    type ipv6_addr\n    flags timeout\n  }\n";
+    out += "  chain " + std::string(kChain) +
+           " {\n    type filter hook input priority filter - 10; policy accept;\n"
+           "    ip saddr @" +
+           v4 + " counter drop\n    ip6 saddr @" + v6 + " counter drop\n  }\n";
     out += "}\n";
     addAll(out, table, elements);
     return out;
@@ -152,8 +161,12 @@ std::string batchScript(std::string_view table, const Elements& put,
     return out;
 }
 
-std::string removeTableScript(std::string_view table) {
+std::string exitScript(std::string_view table, bool set_only) {
     std::string t(table);
+    if (set_only) {
+        return "flush set inet " + t + " " + std::string(kSetV4) + "\nflush set inet " + t + " " +
+               std::string(kSetV6) + "\n";
+    }
     return "add table inet " + t + "\ndelete table inet " + t + "\n";
 }
 

@@ -50,9 +50,12 @@ struct Elements {
     std::size_t size() const { return v4.size() + v6.size(); }
 };
 
-// Startup (and restart): replaces the table whole, with its sets filled, in one transaction
-// ("add table; delete table; table {...}; add element ..."): a table left by a previous run
-// (--nft-keep, or a crash) is swapped for the new one with no moment without blocks.
+// Startup (and restart), one transaction. Default mode: the table is the blocker's own and
+// is replaced whole, sets filled ("add table; delete table; table {...}; add element ..."):
+// a table left by a previous run (--nft-keep, or a crash) is swapped for the new one with no
+// moment without blocks. Set-only: the table may hold the operator's chains, so only the
+// sets are created if missing and their contents replaced ("add table; add set; flush set;
+// add element ..."); nothing else in the table is touched.
 std::string startupScript(std::string_view table, bool set_only, const Elements& elements);
 
 // Resync (subscription resync, allow list reloaded, a failed batch): flushes both sets and
@@ -65,7 +68,8 @@ std::string resyncScript(std::string_view table, const Elements& elements);
 std::string batchScript(std::string_view table, const Elements& put,
                         const std::vector<Address>& remove);
 
-// Removes the table if it exists (exit without --nft-keep).
-std::string removeTableScript(std::string_view table);
+// Exit without --nft-keep: removes the table if it exists; set-only: empties the two sets
+// (the operator's rules reference them, and the table is theirs too).
+std::string exitScript(std::string_view table, bool set_only);
 
 } // namespace sp::nft

@@ -75,9 +75,23 @@ TEST(NftScript, StartupReplacesTheTableWithSetsChainAndElements) {
     EXPECT_NE(s.find("add element inet sentrypeer ipv6_addr { 2001:db8:5::10 timeout 61s }\n"),
               std::string::npos);
 
-    std::string only = startupScript("t", true, Elements{});
-    EXPECT_EQ(only.find("chain"), std::string::npos);
-    EXPECT_EQ(only.find("add element"), std::string::npos); // no empty element list
+    EXPECT_EQ(startupScript("t", false, Elements{}).find("add element"),
+              std::string::npos); // no empty element list
+}
+
+TEST(NftScript, SetOnlyStartupTouchesOnlyTheSets) {
+    Elements e;
+    e.v4 = {{"203.0.113.10", 5s}};
+    // The table may hold the operator's chains: never deleted, no chain of ours.
+    EXPECT_EQ(startupScript("t", true, e),
+              "add table inet t\n"
+              "add set inet t ipv4_addr { type ipv4_addr; flags timeout; }\n"
+              "add set inet t ipv6_addr { type ipv6_addr; flags timeout; }\n"
+              "flush set inet t ipv4_addr\n"
+              "flush set inet t ipv6_addr\n"
+              "add element inet t ipv4_addr { 203.0.113.10 timeout 5s }\n");
+    EXPECT_EQ(exitScript("t", true), "flush set inet t ipv4_addr\nflush set inet t ipv6_addr\n");
+    EXPECT_EQ(exitScript("t", false), "add table inet t\ndelete table inet t\n");
 }
 
 TEST(NftScript, LargeListsAreCutIntoCommandsOfOneTransaction) {
@@ -118,7 +132,6 @@ TEST(NftScript, BatchWritesEveryElementAsAddDeleteAddAndEveryRemovalAsAddDelete)
                  "add element inet sp ipv4_addr { 203.0.113.10 timeout 30s }\n"
                  "add element inet sp ipv6_addr { 2001:db8:5::10 }\n");
     EXPECT_EQ(batchScript("sp", Elements{}, {}), "");
-    EXPECT_EQ(removeTableScript("sp"), "add table inet sp\ndelete table inet sp\n");
 }
 
 TEST(NftTracker, TimeoutIsWhatRemainsRoundedUp) {

@@ -344,7 +344,7 @@ def test_restart_restores_every_element_before_the_listeners_open(net, tmp_path)
 
 
 def test_set_only_creates_the_sets_and_no_chain(net, tmp_path):
-    d = net.daemon(tmp_path, "--nft-set-only", "--nft-table", "sp_sets")
+    d = net.daemon(tmp_path, "--nft-set-only", "--nft-table", "sp_sets", "--max-age", "1h")
     d.start()
     try:
         objs = net.table("sp_sets")
@@ -358,9 +358,28 @@ def test_set_only_creates_the_sets_and_no_chain(net, tmp_path):
         assert wait_until(lambda: A4 in net.elements("sp_sets", "ipv4_addr"), 3)
         assert net.tcp(A4, D4), "set-only must not drop anything by itself"
         assert json.loads(net.api("/block/status"))["mode"] == "set-only"
+        # The operator's own chain in the table uses the sets (docs/BLOCKING.md's example).
+        net.in_d(net.tools["nft"], "add chain inet sp_sets my_input { type filter hook input "
+                 "priority 0; policy accept; }")
+        net.in_d(net.tools["nft"], "add rule inet sp_sets my_input ip saddr @ipv4_addr drop")
+        assert not net.tcp(A4, D4), "the operator's rule does not drop the attacker"
     finally:
         d.stop()
-    assert net.table("sp_sets") is None
+    # Set-only: the table (with the operator's chain) stays, the sets are emptied.
+    objs = net.table("sp_sets")
+    assert objs is not None and [o for o in objs if "chain" in o], objs
+    assert net.elements("sp_sets", "ipv4_addr") == {}
+    assert net.ping(A4, D4), "still dropped after the sets were emptied"
+
+    # A restart keeps the operator's chain and fills the sets again in one transaction.
+    d = net.daemon(tmp_path, "--nft-set-only", "--nft-table", "sp_sets", "--max-age", "1h")
+    d.start()
+    try:
+        assert A4 in net.elements("sp_sets", "ipv4_addr")
+        assert [o for o in net.table("sp_sets") if "chain" in o]
+        assert not net.tcp(A4, D4)
+    finally:
+        d.stop()
 
 
 def test_without_cap_net_admin_one_line_and_exit_1(net, tmp_path):
