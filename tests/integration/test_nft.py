@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -261,6 +262,17 @@ def test_probe_blocks_within_1s_and_allowlisted_addresses_pass(net, tmp_path):
         assert 'sentrypeer_nft_elements{set="ipv4_addr"} 1' in metrics
         assert 'sentrypeer_nft_elements{set="ipv6_addr"} 1' in metrics
         assert "sentrypeer_nft_subscription_resyncs_total 0" in metrics
+        # Every nft family is in docs/METRICS.md with its labels (test_docs.py runs no --nft).
+        doc = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
+        families = {}
+        for line in metrics.splitlines():
+            m = re.match(r"^(sentrypeer_nft_\w+)(?:\{(.*)\})? ", line)
+            if m:
+                families.setdefault(m.group(1), tuple(re.findall(r'(\w+)="', m.group(2) or "")))
+        assert len(families) >= 10, metrics
+        for name, labels in families.items():
+            want = f"`{name}{{{','.join(labels)}}}`" if labels else f"`{name}`"
+            assert want in doc, f"docs/METRICS.md does not document {want}"
     finally:
         d.stop()
     assert net.table("sentrypeer") is None, "table left after SIGTERM without --nft-keep"
