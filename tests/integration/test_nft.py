@@ -302,6 +302,19 @@ def test_seen_again_refreshes_the_timeout(net, tmp_path):
         d.stop()
 
 
+def test_blocks_without_expiry_get_no_timeout(net, tmp_path):
+    # --max-age 0 keeps every event and no --block-time: blocks never expire.
+    d = net.daemon(tmp_path, "--max-age", "0")
+    d.start()
+    try:
+        net.probe(A6, D6)
+        assert wait_until(lambda: A6 in net.elements("sentrypeer", "ipv6_addr"), 3)
+        assert net.elements("sentrypeer", "ipv6_addr")[A6] == (None, None)
+        assert not net.tcp(A6, D6)
+    finally:
+        d.stop()
+
+
 def test_short_max_age_expires_and_traffic_flows_again(net, tmp_path):
     d = net.daemon(tmp_path, "--max-age", "4s")
     d.start()
