@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -311,6 +312,24 @@ def test_blocks_without_expiry_get_no_timeout(net, tmp_path):
         assert wait_until(lambda: A6 in net.elements("sentrypeer", "ipv6_addr"), 3)
         assert net.elements("sentrypeer", "ipv6_addr")[A6] == (None, None)
         assert not net.tcp(A6, D6)
+    finally:
+        d.stop()
+
+
+def test_sighup_allow_file_unblocks_at_once(net, tmp_path):
+    allow = tmp_path / "allow.txt"
+    allow.write_text("# nothing yet\n")
+    d = net.daemon(tmp_path, "--max-age", "1h", "--allow-file", str(allow))
+    d.start()
+    try:
+        net.probe(A4, D4)
+        assert wait_until(lambda: A4 in net.elements("sentrypeer", "ipv4_addr"), 3)
+        allow.write_text(f"{A4}/32\n")
+        d.send_signal(signal.SIGHUP)
+        # The sets are rewritten from the index with the new list (one transaction).
+        assert wait_until(lambda: A4 not in net.elements("sentrypeer", "ipv4_addr"), 3), \
+            d.stderr
+        assert net.tcp(A4, D4, 1)
     finally:
         d.stop()
 
