@@ -30,6 +30,7 @@ std::span<const Route> Routes::table() {
         Route{"GET", "/v1/decisions/stream", &Routes::decisionsStream, false, true,
               "/v1/decisions/stream"},
         Route{"GET", "/v1/decisions", &Routes::decisionsList, false, true, "/v1/decisions"},
+        Route{"GET", "/block/status", &Routes::blockStatus, true, false, "/block/status"},
     };
     return route_table;
 }
@@ -280,6 +281,14 @@ Response Routes::p2pStatus(const Request&, std::string_view) {
         return json(200, JsonObject().str("state", "off").done());
     }
     return json(200, options_.p2p_status());
+}
+
+// The nftables blocker's state (src/nft): {"state": "off"} when --nft is off.
+Response Routes::blockStatus(const Request&, std::string_view) {
+    if (!options_.block_status) {
+        return json(200, JsonObject().str("state", "off").done());
+    }
+    return json(200, options_.block_status());
 }
 
 } // namespace sp::api

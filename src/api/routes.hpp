@@ -47,9 +47,10 @@ struct ApiOptions {
     std::string token;                    // when set, routes with auth need "Bearer <token>"
     std::string db_path;                  // for /stats (opened read-only, lazily)
     std::chrono::seconds block_window{0}; // exported timeouts: block::PolicyOptions::block_window
-    std::function<std::string()> p2p_status; // JSON for /p2p/status; empty when p2p is off
-    std::string cors_origin;                 // Access-Control-Allow-Origin; empty: none
-    std::size_t max_lists = 4;               // full lists/exports answered at once
+    std::function<std::string()> p2p_status;   // JSON for /p2p/status; empty when p2p is off
+    std::function<std::string()> block_status; // JSON for /block/status; empty: --nft is off
+    std::string cors_origin;                   // Access-Control-Allow-Origin; empty: none
+    std::size_t max_lists = 4;                 // full lists/exports answered at once
     // The one blocking policy (never-block list, reporters, --block-after) that decides what
     // the firewall exports list; null: a policy with the defaults.
     std::shared_ptr<const block::Policy> policy;
@@ -120,6 +121,7 @@ private:
     Response stats(const Request& r, std::string_view);           // stats.cpp
     Response decisionsStream(const Request& r, std::string_view); // crowdsec.cpp
     Response decisionsList(const Request& r, std::string_view);   // crowdsec.cpp
+    Response blockStatus(const Request& r, std::string_view);
 
     Response listIps(const Request& r, const std::string& format); // list_routes.cpp
     // A full list (no ?limit) or an export takes a slot of the ListBudget, held until the

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <cctype>
 
 #include "block/policy.hpp"
 #include "config/config.hpp"
@@ -115,6 +116,14 @@ std::string checkApiKey(const std::string& v) {
         return "a key must be 8-256 characters of A-Z a-z 0-9 . _ ~ + = -";
     }
     return {};
+}
+
+std::string checkNftTable(const std::string& v) {
+    bool ok = !v.empty() && v.size() <= 64 && std::isalpha(static_cast<unsigned char>(v[0]));
+    for (char ch : v) {
+        ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-');
+    }
+    return ok ? "" : "a table name is a letter, then letters, digits, '_' or '-' (at most 64)";
 }
 
 // An http(s) URL (or empty); a port in its authority must be 1-65535.

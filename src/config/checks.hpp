@@ -22,5 +22,7 @@ std::string checkUrl(const std::string& url);
 // An RCP1 identity (pkId): 40 hex digits, any case (normalised to lower case by parse()).
 std::string checkPkId(const std::string& v);
 std::string checkCredit(const std::string& v);
+// An nftables table name: a letter, then letters, digits, '_' or '-' (at most 64).
+std::string checkNftTable(const std::string& v);
 
 } // namespace sp::config

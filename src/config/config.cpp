@@ -478,6 +478,18 @@ void buildOptions(Table& app, Config& c, Raw& raw) {
         ->delimiter(',');
     addOption(app, "--bouncer-key-file", c.bouncer_key_file, "SENTRYPEER_BOUNCER_KEY_FILE",
               "File of bouncer keys, one per line (# comments)");
+    // nftables blocker
+    addFlag(app, "--nft", c.nft, "SENTRYPEER_NFT",
+            "Block what the blocking policy blocks with nftables: table inet --nft-table, sets "
+            "ipv4_addr/ipv6_addr and a drop chain (needs CAP_NET_ADMIN)");
+    addOption(app, "--nft-table", c.nft_table, "SENTRYPEER_NFT_TABLE",
+              "Name of the nftables table (inet family) that --nft creates")
+        ->check(checkNftTable);
+    addFlag(app, "--nft-set-only", c.nft_set_only, "SENTRYPEER_NFT_SET_ONLY",
+            "With --nft, create only the sets (no drop chain), for your own ruleset to use");
+    addFlag(app, "--nft-keep", c.nft_keep, "SENTRYPEER_NFT_KEEP",
+            "With --nft, leave the table in place on exit (the next start replaces it "
+            "atomically)");
     // Operations
     addFlag(app, "-v,--verbose", c.verbose, "SENTRYPEER_VERBOSE", "Verbose logging");
     addFlag(app, "-d,--debug", c.debug, "SENTRYPEER_DEBUG", "Debug logging");

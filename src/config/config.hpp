@@ -107,6 +107,12 @@ struct Config {
     std::chrono::seconds block_time{0}; // a block lasts this long after the last event; 0: the
                                         // rest of the data window (--max-age)
 
+    // nftables blocker (src/nft, docs/BLOCKING.md): needs CAP_NET_ADMIN
+    bool nft = false;
+    std::string nft_table = "sentrypeer"; // table inet <name>
+    bool nft_set_only = false;            // sets only, no drop chain
+    bool nft_keep = false;                // leave the table in place on exit
+
     // Operations
     bool verbose = false;
     bool debug = false;

@@ -27,6 +27,7 @@
 #include "listen/tcp_listener.hpp"
 #include "listen/tls.hpp"
 #include "listen/udp_listener.hpp"
+#include "nft/blocker.hpp"
 #include "p2p/node.hpp"
 #include "sinks/json_log.hpp"
 #include "sinks/syslog.hpp"
@@ -116,6 +117,8 @@ struct Runtime {
     std::unique_ptr<listen::ConnectionLimits> limits;
     std::unique_ptr<asio::ssl::context> tls;
     std::shared_ptr<p2p::P2pNode> p2p;
+    // --nft: started after the index loads, before the listeners start; stopped last.
+    std::shared_ptr<nft::Blocker> nft;
     std::unique_ptr<api::Routes> routes;
     // One context per further sp-io thread; TCP/TLS connections are spread over io and these.
     // Declared before io: io's pending accept handlers hold strands of these contexts.
@@ -241,6 +244,7 @@ void startApi(const config::Config& c, Runtime& rt) {
                             .db_path = c.db_file,
                             .block_window = rt.policy->options().block_window,
                             .p2p_status = {},
+                            .block_status = {},
                             .cors_origin = c.api_cors_origin,
                             .max_lists = c.api_max_lists,
                             .policy = rt.policy,
@@ -254,6 +258,9 @@ void startApi(const config::Config& c, Runtime& rt) {
     }
     if (rt.p2p) {
         options.p2p_status = [p = rt.p2p] { return p->statusJson(); };
+    }
+    if (rt.nft) {
+        options.block_status = [n = rt.nft] { return n->statusJson(); };
     }
     rt.routes =
         std::make_unique<api::Routes>(std::move(options), rt.store->index(), rt.clock, rt.metrics);
@@ -348,6 +355,9 @@ int shutDown(Runtime& rt, const std::atomic<bool>& aborting) {
         spdlog::debug("peer to peer stopped");
     }
     rt.bus.stop();
+    if (rt.nft) {
+        rt.nft->stop(); // removes the table unless --nft-keep
+    }
     // Exit 0 only when every accepted event reached the database.
     if (rt.store->lost() > 0) {
         spdlog::error("stopped: {} events stored this run, {} lost (database errors)",
@@ -381,6 +391,14 @@ int run(const config::Config& c) {
                                 .load_index = false},
             rt.clock);
         buildPolicy(c, rt);
+        if (c.nft) {
+            // Before anything binds: without CAP_NET_ADMIN, one line and exit status 1.
+            nft::Blocker::checkCapability();
+            rt.nft = std::make_shared<nft::Blocker>(nft::BlockerOptions{.table = c.nft_table,
+                                                                        .set_only = c.nft_set_only,
+                                                                        .keep = c.nft_keep},
+                                                    rt.policy, rt.store->index(), rt.clock);
+        }
         rt.bouncer_keys = api::ApiKeys::load(c.bouncer_keys, c.bouncer_key_file);
         addSinks(c, rt);
         if (!c.sip_disable) {
@@ -404,6 +422,11 @@ int run(const config::Config& c) {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count());
         if (rt.decisions) {
             rt.decisions->start(rt.store->index()); // every block is in its first answer
+        }
+        // The sets hold every blocked address (one transaction) before a listener starts.
+        if (rt.nft) {
+            rt.nft->start();
+            rt.metrics.add([n = rt.nft](core::MetricsWriter& w) { n->collect(w); });
         }
     } catch (const std::exception& e) {
         spdlog::critical("{}", e.what());
@@ -434,6 +457,9 @@ int run(const config::Config& c) {
                 }
                 rt.bus.reopen();
                 rt.policy->reload(); // logs one line either way; keeps the old list on error
+                if (rt.nft) {
+                    rt.nft->resync(); // the sets follow the new allow list
+                }
             } else if (++stop_signals == 1) {
                 spdlog::info("{}: shutting down (send it again to exit at once)", name);
                 std::lock_guard lock(mutex);
