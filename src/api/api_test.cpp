@@ -274,11 +274,13 @@ TEST_F(RoutesTest, RouteTableDrivesLabelsAndSlowness) {
     for (const auto& route : api::Routes::table()) {
         EXPECT_EQ(route.label, route.pattern);
         EXPECT_TRUE(labels.insert(route.label).second) << route.label;
-        EXPECT_EQ(route.auth, route.pattern != "/health-check") << route.pattern;
+        // The APIBAN routes' credential is the {KEY} in their path.
+        EXPECT_EQ(route.auth, route.pattern != "/health-check" && route.pattern != "/api/{key}")
+            << route.pattern;
         // Slow: SQL, or a walk over the whole index (lists and exports).
         EXPECT_EQ(route.slow, route.pattern == "/stats" || route.pattern == "/ip-addresses" ||
                                   route.pattern == "/ip-addresses/ipset" ||
-                                  route.pattern == "/numbers")
+                                  route.pattern == "/numbers" || route.pattern == "/api/{key}")
             << route.pattern;
     }
     EXPECT_EQ(api::Routes::routeLabel("/ip-addresses/1.2.3.4"), "/ip-addresses/{ip}");

@@ -18,6 +18,7 @@ struct Request {
     std::map<std::string, std::string> query; // percent-decoded; last value wins
     std::string content_type;
     std::string authorization;
+    std::string body;       // the request body (POST), at most Routes::bodyLimit bytes
     bool malformed = false; // the target did not parse (a bad escape): answered 400
 
     std::optional<std::string> param(const std::string& name) const {

@@ -20,12 +20,17 @@ std::span<const Route> Routes::table() {
         Route{"GET", "/health-check", &Routes::healthCheck, false, false, "/health-check"},
         Route{"GET", "/ip-addresses", &Routes::ipAddresses, true, true, "/ip-addresses"},
         Route{"GET", "/ip-addresses/ipset", &Routes::ipset, true, true, "/ip-addresses/ipset"},
+        Route{"POST", "/ip-addresses/check", &Routes::ipAddressesCheck, true, false,
+              "/ip-addresses/check"},
         Route{"GET", "/ip-addresses/{ip}", &Routes::ipAddress, true, false, "/ip-addresses/{ip}"},
         Route{"GET", "/numbers", &Routes::numbers, true, true, "/numbers"},
+        Route{"POST", "/numbers/check", &Routes::numbersCheck, true, false, "/numbers/check"},
         Route{"GET", "/numbers/{number}", &Routes::number, true, false, "/numbers/{number}"},
         Route{"GET", "/metrics", &Routes::metricsText, true, false, "/metrics"},
         Route{"GET", "/stats", &Routes::stats, true, true, "/stats"},
         Route{"GET", "/p2p/status", &Routes::p2pStatus, true, false, "/p2p/status"},
+        // APIBAN: the {KEY} in the path is the credential (no bearer token).
+        Route{"GET", "/api/{key}", &Routes::apiban, false, true, "/api/{key}"},
     };
     return route_table;
 }
@@ -113,7 +118,7 @@ std::string_view Routes::routeLabel(std::string_view path) {
 bool Routes::isSlow(const Request& request) {
     std::string_view param;
     const Route* r = request.malformed ? nullptr : match(request.path, param);
-    return r != nullptr && r->slow;
+    return r != nullptr && (r->slow || request.body.size() > kMaxRequestBody);
 }
 
 Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock& clock,
@@ -121,7 +126,8 @@ Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock&
     : options_(std::move(options)),
       policy_(options_.policy ? options_.policy
                               : std::make_shared<const block::Policy>(block::PolicyOptions{})),
-      index_(index), clock_(clock), metrics_(metrics), lists_(options_.max_lists),
+      allowed_numbers_(normaliseAllowList(options_.allow_numbers)), index_(index), clock_(clock),
+      metrics_(metrics), lists_(options_.max_lists),
       counts_(std::make_unique<StatusCounts[]>(table().size() + 1)),
       stats_query_(std::make_unique<store::StatsQuery>(options_.db_path)) {}
 

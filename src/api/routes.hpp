@@ -23,6 +23,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "api/api_keys.hpp"
 #include "api/http.hpp"
@@ -52,6 +53,9 @@ struct ApiOptions {
     // Keys of the blocking tools' feeds (CrowdSec /v1/decisions*, APIBAN /api/{KEY}/...);
     // null or empty: those routes refuse every request (403).
     std::shared_ptr<const ApiKeys> bouncer_keys;
+    // --allow-number: numbers the check routes never report as blocked (any spelling:
+    // they are normalised, lookup_keys.hpp).
+    std::vector<std::string> allow_numbers;
 };
 
 class Routes;
@@ -87,8 +91,13 @@ public:
     static const Route* match(std::string_view path, std::string_view& param);
     // The metric label of a path: its route's label, or "other".
     static std::string_view routeLabel(std::string_view path);
-    // True when the matched route is slow (the server runs it off the io threads).
+    // True when the matched route is slow (the server runs it off the io threads), or the
+    // request carries a large body (a batch check).
     static bool isSlow(const Request& request);
+    // The largest request body the server reads for this request line (checks.cpp): the
+    // batch checks' cap, else kMaxRequestBody. Over it the server answers 413 and closes.
+    static std::size_t bodyLimit(std::string_view method, std::string_view path);
+    static constexpr std::size_t kMaxRequestBody = 16UL * 1024;
 
     // The Access-Control-Allow-Origin value (empty: the header is not sent).
     const std::string& corsOrigin() const { return options_.cors_origin; }
@@ -106,12 +115,22 @@ private:
     Response healthCheck(const Request& r, std::string_view);
     Response metricsText(const Request& r, std::string_view);
     Response p2pStatus(const Request& r, std::string_view);
-    Response ipAddresses(const Request& r, std::string_view);  // list_routes.cpp
-    Response ipset(const Request& r, std::string_view);        // list_routes.cpp
-    Response numbers(const Request& r, std::string_view);      // list_routes.cpp
-    Response ipAddress(const Request& r, std::string_view ip); // lookups.cpp
-    Response number(const Request& r, std::string_view n);     // lookups.cpp
-    Response stats(const Request& r, std::string_view);        // stats.cpp
+    Response ipAddresses(const Request& r, std::string_view);      // list_routes.cpp
+    Response ipset(const Request& r, std::string_view);            // list_routes.cpp
+    Response numbers(const Request& r, std::string_view);          // list_routes.cpp
+    Response ipAddress(const Request& r, std::string_view ip);     // lookups.cpp
+    Response number(const Request& r, std::string_view n);         // lookups.cpp
+    Response stats(const Request& r, std::string_view);            // stats.cpp
+    Response apiban(const Request& r, std::string_view rest);      // apiban.cpp
+    Response numbersCheck(const Request& r, std::string_view);     // checks.cpp
+    Response ipAddressesCheck(const Request& r, std::string_view); // checks.cpp
+
+    Response apibanBanned(std::string_view id); // apiban.cpp
+    Response apibanCheck(std::string_view ip);  // apiban.cpp
+    // checks.cpp: the evidence rule for a number, and --allow-number.
+    bool numberBlocked(const store::Seen& seen, core::TimePoint now) const;
+    bool numberAllowed(const std::string& normalised) const;
+    static std::vector<std::string> normaliseAllowList(const std::vector<std::string>& numbers);
 
     Response listIps(const Request& r, const std::string& format); // list_routes.cpp
     // A full list (no ?limit) or an export takes a slot of the ListBudget, held until the
@@ -120,6 +139,7 @@ private:
 
     ApiOptions options_;
     std::shared_ptr<const block::Policy> policy_; // options_.policy, or one with the defaults
+    std::vector<std::string> allowed_numbers_;    // options_.allow_numbers normalised, sorted
     const store::Index& index_;
     const core::Clock& clock_;
     const core::MetricsRegistry& metrics_;

@@ -26,7 +26,9 @@ namespace {
 
 constexpr auto kIdleTimeout = std::chrono::seconds(30);
 constexpr std::size_t kMaxHeader = 8UL * 1024;
-constexpr std::size_t kMaxBody = 16UL * 1024;
+// The largest body any route accepts (the batch checks'): the limit while the header is
+// read; Routes::bodyLimit then sets the request's own.
+constexpr std::size_t kMaxAnyBody = 1024UL * 1024;
 
 // Headers every response carries, after Content-Type, in this order (SentryPeer's, less
 // its `Access-Control-Allow-Origin: *`: only with --api-cors-origin).
@@ -85,6 +87,7 @@ void toRequest(const http::request<http::string_body>& req, Request& r) {
     };
     field(http::field::content_type, r.content_type);
     field(http::field::authorization, r.authorization);
+    r.body = req.body();
 }
 
 // One HTTP connection: read a request, answer it (streamed when the route streams), and
@@ -148,14 +151,63 @@ private:
     void read() {
         parser_.emplace();
         parser_->header_limit(kMaxHeader);
-        parser_->body_limit(kMaxBody);
+        parser_->body_limit(kMaxAnyBody);
         touch();
-        http::async_read(
+        http::async_read_header(
             socket_, buffer_, *parser_,
-            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
+            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onHeader(ec); });
+    }
+
+    // The header is in: the body limit of this request line, then the body.
+    void onHeader(beast::error_code ec) {
+        if (ec == http::error::body_limit) {
+            tooLarge(kMaxAnyBody);
+            return;
+        }
+        if (ec) {
+            close();
+            return;
+        }
+        const auto& req = parser_->get();
+        auto target = req.target();
+        std::string_view path(target.data(), target.size());
+        path = path.substr(0, path.find('?'));
+        auto method = req.method_string();
+        std::size_t limit = Routes::bodyLimit(std::string_view(method.data(), method.size()), path);
+        if (auto length = parser_->content_length(); length && *length > limit) {
+            tooLarge(limit);
+            return;
+        }
+        limit_ = limit;
+        parser_->body_limit(limit);
+        if (parser_->is_done()) {
+            onRead({});
+            return;
+        }
+        http::async_read(socket_, buffer_, *parser_,
+                         [self = shared_from_this()](beast::error_code read_ec, std::size_t) {
+                             self->onRead(read_ec);
+                         });
+    }
+
+    // 413 for a body over `limit` (its length announced or read so far); the connection is
+    // closed after it (the rest of the body is not read).
+    void tooLarge(std::size_t limit) {
+        const auto& req = parser_->get();
+        keep_alive_ = false;
+        head_ = false;
+        version_ = req.version() == 10 ? 10 : 11;
+        Response r;
+        r.status = 413;
+        r.body = "{\"error\": \"Request body over " + std::to_string(limit) + " bytes\"}";
+        respond(std::move(r));
     }
 
     void onRead(beast::error_code ec) {
+        if (ec == http::error::body_limit) {
+            tooLarge(limit_);
+            return;
+        }
         if (ec) {
             close(); // closed, timed out or unparsable: nothing sensible to answer
             return;
@@ -297,6 +349,7 @@ private:
     std::string chunk_head_;
     std::array<asio::const_buffer, 5> bufs_{}; // what writeChunk's write sends
     unsigned version_ = 11;
+    std::size_t limit_ = 0; // the current request's body limit
     bool keep_alive_ = false;
     bool head_ = false;
 };

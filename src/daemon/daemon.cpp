@@ -221,7 +221,8 @@ void startApi(const config::Config& c, Runtime& rt) {
                             .cors_origin = c.api_cors_origin,
                             .max_lists = c.api_max_lists,
                             .policy = rt.policy,
-                            .bouncer_keys = rt.bouncer_keys};
+                            .bouncer_keys = rt.bouncer_keys,
+                            .allow_numbers = c.allow_numbers};
     if (rt.p2p) {
         options.p2p_status = [p = rt.p2p] { return p->statusJson(); };
     }
