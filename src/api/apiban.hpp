@@ -28,6 +28,7 @@ inline constexpr std::size_t kIdDigits = kTimeDigits + kAddressDigits;
 struct BanCursor {
     std::uint64_t last_us = 0;
     std::array<std::uint8_t, 16> address{};
+    // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 flags a defaulted <=>
     auto operator<=>(const BanCursor&) const = default;
 };
 

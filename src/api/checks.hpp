@@ -11,8 +11,8 @@
 
 namespace sp::api::checks {
 
-inline constexpr std::size_t kMaxItems = 10000;           // items per request
-inline constexpr std::size_t kMaxBodyBytes = 1024 * 1024; // the server reads no more
+inline constexpr std::size_t kMaxItems = 10000;             // items per request
+inline constexpr std::size_t kMaxBodyBytes = 1024UL * 1024; // the server reads no more
 
 struct ParsedBody {
     int status = 200;  // 200, 400 (malformed) or 413 (over kMaxItems)
