@@ -29,6 +29,9 @@ constexpr std::size_t kMaxHeader = 8UL * 1024;
 // The largest body any route accepts (the batch checks'): the limit while the header is
 // read; Routes::bodyLimit then sets the request's own.
 constexpr std::size_t kMaxAnyBody = 1024UL * 1024;
+// After a 413: what is read and dropped before the connection is closed, at most.
+constexpr std::size_t kMaxDrain = 8UL * 1024 * 1024;
+constexpr auto kDrainTime = std::chrono::seconds(2);
 
 // Headers every response carries, after Content-Type, in this order (SentryPeer's, less
 // its `Access-Control-Allow-Origin: *`: only with --api-cors-origin).
@@ -195,6 +198,7 @@ private:
     void tooLarge(std::size_t limit) {
         const auto& req = parser_->get();
         keep_alive_ = false;
+        draining_ = true;
         head_ = false;
         version_ = req.version() == 10 ? 10 : 11;
         Response r;
@@ -316,11 +320,40 @@ private:
 
     void afterResponse(beast::error_code ec) {
         body_ = nullptr;
+        if (!ec && draining_) {
+            lingeringClose();
+            return;
+        }
         if (ec || !keep_alive_) {
             close();
             return;
         }
         read();
+    }
+
+    // After a 413 the client may still be sending its body: closing with unread data would
+    // reset the connection and could destroy the 413 before the client reads it. So the
+    // send side is shut, and what arrives is read and dropped until the client closes, up
+    // to kMaxDrain bytes or kDrainTime.
+    void lingeringClose() {
+        beast::error_code ignored;
+        socket_.shutdown(tcp::socket::shutdown_send, ignored);
+        deadline_ = Clock::now() + kDrainTime;
+        armTimer(); // re-armed at the new deadline (the pending wait is cancelled)
+        drain(0);
+    }
+
+    void drain(std::size_t so_far) {
+        drop_.resize(64UL * 1024);
+        socket_.async_read_some(asio::buffer(drop_), [self = shared_from_this(),
+                                                      so_far](beast::error_code ec, std::size_t n) {
+            if (ec || so_far + n > kMaxDrain) {
+                self->drop_ = std::string();
+                self->close();
+                return;
+            }
+            self->drain(so_far + n);
+        });
     }
 
     void close() {
@@ -350,6 +383,8 @@ private:
     std::array<asio::const_buffer, 5> bufs_{}; // what writeChunk's write sends
     unsigned version_ = 11;
     std::size_t limit_ = 0; // the current request's body limit
+    bool draining_ = false; // a 413 was sent: drain, then close
+    std::string drop_;      // what a draining connection reads
     bool keep_alive_ = false;
     bool head_ = false;
 };
