@@ -108,6 +108,11 @@ Response Routes::apiban(const Request&, std::string_view rest) {
     return apibanAnswer(404, kNotFound);
 }
 
+bool Routes::apibanIsLookup(std::string_view rest) {
+    auto slash = rest.find('/');
+    return slash != std::string_view::npos && rest.substr(slash + 1).starts_with("check/");
+}
+
 Response Routes::apibanBanned(std::string_view id) {
     using namespace apiban;
     ParsedId from = parseId(id);

@@ -293,4 +293,10 @@ TEST(CheckRoutes, BodyLimitsAndSlowness) {
     r.path = "/api/k/banned";
     r.body.clear();
     EXPECT_TRUE(api::Routes::isSlow(r)) << "APIBAN pages walk the index";
+    r.path = "/api/k/banned/100";
+    EXPECT_TRUE(api::Routes::isSlow(r));
+    r.path = "/api/k/check/192.0.2.1";
+    EXPECT_FALSE(api::Routes::isSlow(r)) << "an APIBAN check is one lookup";
+    r.path = "/api/check/192.0.2.1"; // the key is "check": a 403 either way
+    EXPECT_TRUE(api::Routes::isSlow(r));
 }

@@ -118,7 +118,15 @@ std::string_view Routes::routeLabel(std::string_view path) {
 bool Routes::isSlow(const Request& request) {
     std::string_view param;
     const Route* r = request.malformed ? nullptr : match(request.path, param);
+    if (r != nullptr && r->handler == &Routes::apiban) {
+        return !apibanIsLookup(param); // a page walks the index; a check is one lookup
+    }
     return r != nullptr && (r->slow || request.body.size() > kMaxRequestBody);
+}
+
+void Routes::countUnrouted(std::string_view path, int status) {
+    std::string_view param;
+    count(match(path, param), status);
 }
 
 Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock& clock,

@@ -98,6 +98,9 @@ public:
     // batch checks' cap, else kMaxRequestBody. Over it the server answers 413 and closes.
     static std::size_t bodyLimit(std::string_view method, std::string_view path);
     static constexpr std::size_t kMaxRequestBody = 16UL * 1024;
+    // Counts an answer the server gave without handle() (413 for an oversized body) under
+    // the route of `path`, as handle() would. Any thread.
+    void countUnrouted(std::string_view path, int status);
 
     // The Access-Control-Allow-Origin value (empty: the header is not sent).
     const std::string& corsOrigin() const { return options_.cors_origin; }
@@ -126,7 +129,9 @@ private:
     Response ipAddressesCheck(const Request& r, std::string_view); // checks.cpp
 
     Response apibanBanned(std::string_view id); // apiban.cpp
-    Response apibanCheck(std::string_view ip);  // apiban.cpp
+    // apiban.cpp: the rest of an /api/ path is a check (one lookup), not a page.
+    static bool apibanIsLookup(std::string_view rest);
+    Response apibanCheck(std::string_view ip); // apiban.cpp
     // checks.cpp: the evidence rule for a number, and --allow-number.
     bool numberBlocked(const store::Seen& seen, core::TimePoint now) const;
     bool numberAllowed(const std::string& normalised) const;

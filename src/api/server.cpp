@@ -201,6 +201,9 @@ private:
         draining_ = true;
         head_ = false;
         version_ = req.version() == 10 ? 10 : 11;
+        auto target = req.target();
+        std::string_view path(target.data(), target.size());
+        routes_.countUnrouted(path.substr(0, path.find('?')), 413);
         Response r;
         r.status = 413;
         r.body = "{\"error\": \"Request body over " + std::to_string(limit) + " bytes\"}";

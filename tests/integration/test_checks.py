@@ -119,6 +119,12 @@ def test_body_over_the_byte_cap_is_413_and_the_connection_closes(checking):
                   b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413 Payload Too Large\r\n"), reply
+    # Counted like every answer, under the route.
+    m = http_request(checking.api_port, "/metrics",
+                     headers={"Authorization": f"Bearer {TOKEN}"}).body.decode()
+    for route in ("/numbers/check", "/ip-addresses/check"):
+        line = f'sentrypeer_api_requests_total{{route="{route}",status="413"}} '
+        assert line in m, [x for x in m.splitlines() if "api_requests_total" in x]
     # Other routes keep the small cap.
     r = http_request(checking.api_port, "/numbers", method="GET", body=b"x" * 20000,
                      headers={"Authorization": f"Bearer {TOKEN}"})
