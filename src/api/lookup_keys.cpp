@@ -68,15 +68,33 @@ std::optional<std::string> normaliseNumber(std::string_view dialled) {
     return std::string(v);
 }
 
+namespace {
+// Calls probe(spelling) for each stored spelling of a normalised number, in
+// numberSpellings order, with no allocation. Which prefixed forms read back as N follows
+// from the rule: "+" N and "00" N always; "011" N when N has kMinAfter011 characters; N
+// itself unless it starts with a prefix the rule would strip.
+template <typename F> void forEachSpelling(std::string_view n, F&& probe) {
+    if (!n.starts_with("00") && !(n.starts_with("011") && n.size() >= 3 + kMinAfter011)) {
+        probe(n);
+    }
+    char buf[3 + kMaxNumberLength];
+    auto with = [&](std::string_view prefix) {
+        std::copy(prefix.begin(), prefix.end(), buf);
+        std::copy(n.begin(), n.end(), buf + prefix.size());
+        probe(std::string_view(buf, prefix.size() + n.size()));
+    };
+    with("+");
+    with("00");
+    if (n.size() >= kMinAfter011) {
+        with("011");
+    }
+}
+} // namespace
+
 NumberSpellings numberSpellings(const std::string& normalised) {
     NumberSpellings s;
-    for (const char* prefix : {"", "+", "00", "011"}) {
-        std::string form = prefix + normalised;
-        // Only spellings the rule reads back as this number ("00" N is N again unless N
-        // itself starts a prefix, "011" N needs enough digits after it).
-        if (normaliseNumber(form) == normalised) {
-            s.forms[s.count++] = std::move(form);
-        }
+    if (normalised.size() <= kMaxNumberLength) {
+        forEachSpelling(normalised, [&s](std::string_view form) { s.forms[s.count++] = form; });
     }
     return s;
 }
@@ -84,18 +102,20 @@ NumberSpellings numberSpellings(const std::string& normalised) {
 std::optional<store::Seen> findNumber(const store::KeyMap& map, const std::string& normalised,
                                       std::string* found_key) {
     std::optional<store::Seen> all;
-    auto spellings = numberSpellings(normalised);
-    for (std::size_t i = 0; i < spellings.count; ++i) {
-        const store::Seen* s = map.find(spellings.forms[i]);
+    if (normalised.size() > kMaxNumberLength) {
+        return all;
+    }
+    forEachSpelling(normalised, [&](std::string_view form) {
+        const store::Seen* s = map.find(form);
         if (s == nullptr) {
-            continue;
+            return;
         }
         if (!all) {
             all = *s;
             if (found_key != nullptr) {
-                *found_key = spellings.forms[i];
+                found_key->assign(form);
             }
-            continue;
+            return;
         }
         all->count += s->count;
         all->local += s->local;
@@ -103,7 +123,7 @@ std::optional<store::Seen> findNumber(const store::KeyMap& map, const std::strin
         all->reporters = std::max(all->reporters, s->reporters);
         all->first = std::min(all->first, s->first);
         all->last = std::max(all->last, s->last);
-    }
+    });
     return all;
 }
 
