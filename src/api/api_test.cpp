@@ -274,8 +274,9 @@ TEST_F(RoutesTest, RouteTableDrivesLabelsAndSlowness) {
     for (const auto& route : api::Routes::table()) {
         EXPECT_EQ(route.label, route.pattern);
         EXPECT_TRUE(labels.insert(route.label).second) << route.label;
-        // CrowdSec's routes take the bouncer key (X-Api-Key), not the bearer token.
-        const bool bouncer = route.pattern.starts_with("/v1/");
+        // CrowdSec's routes take the bouncer key (X-Api-Key), APIBAN's the {KEY} in their
+        // path, not the bearer token.
+        const bool bouncer = route.pattern.starts_with("/v1/") || route.pattern == "/api/{key}";
         EXPECT_EQ(route.auth, route.pattern != "/health-check" && !bouncer) << route.pattern;
         // Slow: SQL, or a walk over the whole index (lists and exports) or the decisions.
         EXPECT_EQ(route.slow, route.pattern == "/stats" || route.pattern == "/ip-addresses" ||

@@ -19,6 +19,7 @@ struct Request {
     std::string content_type;
     std::string authorization;
     std::string api_key;    // X-Api-Key (CrowdSec bouncers)
+    std::string body;       // the request body (POST), at most Routes::bodyLimit bytes
     bool malformed = false; // the target did not parse (a bad escape): answered 400
 
     std::optional<std::string> param(const std::string& name) const {

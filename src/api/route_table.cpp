@@ -20,8 +20,11 @@ std::span<const Route> Routes::table() {
         Route{"GET", "/health-check", &Routes::healthCheck, false, false, "/health-check"},
         Route{"GET", "/ip-addresses", &Routes::ipAddresses, true, true, "/ip-addresses"},
         Route{"GET", "/ip-addresses/ipset", &Routes::ipset, true, true, "/ip-addresses/ipset"},
+        Route{"POST", "/ip-addresses/check", &Routes::ipAddressesCheck, true, false,
+              "/ip-addresses/check"},
         Route{"GET", "/ip-addresses/{ip}", &Routes::ipAddress, true, false, "/ip-addresses/{ip}"},
         Route{"GET", "/numbers", &Routes::numbers, true, true, "/numbers"},
+        Route{"POST", "/numbers/check", &Routes::numbersCheck, true, false, "/numbers/check"},
         Route{"GET", "/numbers/{number}", &Routes::number, true, false, "/numbers/{number}"},
         Route{"GET", "/metrics", &Routes::metricsText, true, false, "/metrics"},
         Route{"GET", "/stats", &Routes::stats, true, true, "/stats"},
@@ -31,6 +34,8 @@ std::span<const Route> Routes::table() {
               "/v1/decisions/stream"},
         Route{"GET", "/v1/decisions", &Routes::decisionsList, false, true, "/v1/decisions"},
         Route{"GET", "/block/status", &Routes::blockStatus, true, false, "/block/status"},
+        // APIBAN: the {KEY} in the path is the credential (no bearer token).
+        Route{"GET", "/api/{key}", &Routes::apiban, false, true, "/api/{key}"},
     };
     return route_table;
 }
@@ -118,7 +123,15 @@ std::string_view Routes::routeLabel(std::string_view path) {
 bool Routes::isSlow(const Request& request) {
     std::string_view param;
     const Route* r = request.malformed ? nullptr : match(request.path, param);
-    return r != nullptr && r->slow;
+    if (r != nullptr && r->handler == &Routes::apiban) {
+        return !apibanIsLookup(param); // a page walks the index; a check is one lookup
+    }
+    return r != nullptr && (r->slow || request.body.size() > kMaxRequestBody);
+}
+
+void Routes::countUnrouted(std::string_view path, int status) {
+    std::string_view param;
+    count(match(path, param), status);
 }
 
 Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock& clock,
@@ -126,7 +139,8 @@ Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock&
     : options_(std::move(options)),
       policy_(options_.policy ? options_.policy
                               : std::make_shared<const block::Policy>(block::PolicyOptions{})),
-      index_(index), clock_(clock), metrics_(metrics), lists_(options_.max_lists),
+      allowed_numbers_(normaliseAllowList(options_.allow_numbers)), index_(index), clock_(clock),
+      metrics_(metrics), lists_(options_.max_lists),
       counts_(std::make_unique<StatusCounts[]>(table().size() + 1)),
       stats_query_(std::make_unique<store::StatsQuery>(options_.db_path)) {}
 

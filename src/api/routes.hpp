@@ -24,6 +24,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "api/api_keys.hpp"
 #include "api/http.hpp"
@@ -59,6 +60,9 @@ struct ApiOptions {
     std::shared_ptr<const ApiKeys> bouncer_keys;
     // The CrowdSec decision journal (/v1/decisions*); null: those routes answer 503.
     std::shared_ptr<decisions::Journal> decisions;
+    // --allow-number: numbers the check routes never report as blocked (any spelling:
+    // they are normalised, lookup_keys.hpp).
+    std::vector<std::string> allow_numbers;
 };
 
 class Routes;
@@ -94,8 +98,16 @@ public:
     static const Route* match(std::string_view path, std::string_view& param);
     // The metric label of a path: its route's label, or "other".
     static std::string_view routeLabel(std::string_view path);
-    // True when the matched route is slow (the server runs it off the io threads).
+    // True when the matched route is slow (the server runs it off the io threads), or the
+    // request carries a large body (a batch check).
     static bool isSlow(const Request& request);
+    // The largest request body the server reads for this request line (checks.cpp): the
+    // batch checks' cap, else kMaxRequestBody. Over it the server answers 413 and closes.
+    static std::size_t bodyLimit(std::string_view method, std::string_view path);
+    static constexpr std::size_t kMaxRequestBody = 16UL * 1024;
+    // Counts an answer the server gave without handle() (413 for an oversized body) under
+    // the route of `path`, as handle() would. Any thread.
+    void countUnrouted(std::string_view path, int status);
 
     // The Access-Control-Allow-Origin value (empty: the header is not sent).
     const std::string& corsOrigin() const { return options_.cors_origin; }
@@ -122,6 +134,18 @@ private:
     Response decisionsStream(const Request& r, std::string_view); // crowdsec.cpp
     Response decisionsList(const Request& r, std::string_view);   // crowdsec.cpp
     Response blockStatus(const Request& r, std::string_view);
+    Response apiban(const Request& r, std::string_view rest);      // apiban.cpp
+    Response numbersCheck(const Request& r, std::string_view);     // checks.cpp
+    Response ipAddressesCheck(const Request& r, std::string_view); // checks.cpp
+
+    Response apibanBanned(std::string_view id); // apiban.cpp
+    // apiban.cpp: the rest of an /api/ path is a check (one lookup), not a page.
+    static bool apibanIsLookup(std::string_view rest);
+    Response apibanCheck(std::string_view ip); // apiban.cpp
+    // checks.cpp: the evidence rule for a number, and --allow-number.
+    bool numberBlocked(const store::Seen& seen, core::TimePoint now) const;
+    bool numberAllowed(const std::string& normalised) const;
+    static std::vector<std::string> normaliseAllowList(const std::vector<std::string>& numbers);
 
     Response listIps(const Request& r, const std::string& format); // list_routes.cpp
     // A full list (no ?limit) or an export takes a slot of the ListBudget, held until the
@@ -130,6 +154,7 @@ private:
 
     ApiOptions options_;
     std::shared_ptr<const block::Policy> policy_; // options_.policy, or one with the defaults
+    std::vector<std::string> allowed_numbers_;    // options_.allow_numbers normalised, sorted
     const store::Index& index_;
     const core::Clock& clock_;
     const core::MetricsRegistry& metrics_;

@@ -26,7 +26,12 @@ namespace {
 
 constexpr auto kIdleTimeout = std::chrono::seconds(30);
 constexpr std::size_t kMaxHeader = 8UL * 1024;
-constexpr std::size_t kMaxBody = 16UL * 1024;
+// The largest body any route accepts (the batch checks'): the limit while the header is
+// read; Routes::bodyLimit then sets the request's own.
+constexpr std::size_t kMaxAnyBody = 1024UL * 1024;
+// After a 413: what is read and dropped before the connection is closed, at most.
+constexpr std::size_t kMaxDrain = 8UL * 1024 * 1024;
+constexpr auto kDrainTime = std::chrono::seconds(2);
 
 // Headers every response carries, after Content-Type, in this order (SentryPeer's, less
 // its `Access-Control-Allow-Origin: *`: only with --api-cors-origin).
@@ -90,6 +95,7 @@ void toRequest(const http::request<http::string_body>& req, Request& r) {
     } else {
         r.api_key.assign(it->value().data(), it->value().size());
     }
+    r.body = req.body();
 }
 
 // One HTTP connection: read a request, answer it (streamed when the route streams), and
@@ -153,14 +159,67 @@ private:
     void read() {
         parser_.emplace();
         parser_->header_limit(kMaxHeader);
-        parser_->body_limit(kMaxBody);
+        parser_->body_limit(kMaxAnyBody);
         touch();
-        http::async_read(
+        http::async_read_header(
             socket_, buffer_, *parser_,
-            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
+            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onHeader(ec); });
+    }
+
+    // The header is in: the body limit of this request line, then the body.
+    void onHeader(beast::error_code ec) {
+        if (ec == http::error::body_limit) {
+            tooLarge(kMaxAnyBody);
+            return;
+        }
+        if (ec) {
+            close();
+            return;
+        }
+        const auto& req = parser_->get();
+        auto target = req.target();
+        std::string_view path(target.data(), target.size());
+        path = path.substr(0, path.find('?'));
+        auto method = req.method_string();
+        std::size_t limit = Routes::bodyLimit(std::string_view(method.data(), method.size()), path);
+        if (auto length = parser_->content_length(); length && *length > limit) {
+            tooLarge(limit);
+            return;
+        }
+        limit_ = limit;
+        parser_->body_limit(limit);
+        if (parser_->is_done()) {
+            onRead({});
+            return;
+        }
+        http::async_read(socket_, buffer_, *parser_,
+                         [self = shared_from_this()](beast::error_code read_ec, std::size_t) {
+                             self->onRead(read_ec);
+                         });
+    }
+
+    // 413 for a body over `limit` (its length announced or read so far); the connection is
+    // closed after it (the rest of the body is not read).
+    void tooLarge(std::size_t limit) {
+        const auto& req = parser_->get();
+        keep_alive_ = false;
+        draining_ = true;
+        head_ = false;
+        version_ = req.version() == 10 ? 10 : 11;
+        auto target = req.target();
+        std::string_view path(target.data(), target.size());
+        routes_.countUnrouted(path.substr(0, path.find('?')), 413);
+        Response r;
+        r.status = 413;
+        r.body = "{\"error\": \"Request body over " + std::to_string(limit) + " bytes\"}";
+        respond(std::move(r));
     }
 
     void onRead(beast::error_code ec) {
+        if (ec == http::error::body_limit) {
+            tooLarge(limit_);
+            return;
+        }
         if (ec) {
             close(); // closed, timed out or unparsable: nothing sensible to answer
             return;
@@ -269,11 +328,40 @@ private:
 
     void afterResponse(beast::error_code ec) {
         body_ = nullptr;
+        if (!ec && draining_) {
+            lingeringClose();
+            return;
+        }
         if (ec || !keep_alive_) {
             close();
             return;
         }
         read();
+    }
+
+    // After a 413 the client may still be sending its body: closing with unread data would
+    // reset the connection and could destroy the 413 before the client reads it. So the
+    // send side is shut, and what arrives is read and dropped until the client closes, up
+    // to kMaxDrain bytes or kDrainTime.
+    void lingeringClose() {
+        beast::error_code ignored;
+        socket_.shutdown(tcp::socket::shutdown_send, ignored);
+        deadline_ = Clock::now() + kDrainTime;
+        armTimer(); // re-armed at the new deadline (the pending wait is cancelled)
+        drain(0);
+    }
+
+    void drain(std::size_t so_far) {
+        drop_.resize(64UL * 1024);
+        socket_.async_read_some(asio::buffer(drop_), [self = shared_from_this(),
+                                                      so_far](beast::error_code ec, std::size_t n) {
+            if (ec || so_far + n > kMaxDrain) {
+                self->drop_ = std::string();
+                self->close();
+                return;
+            }
+            self->drain(so_far + n);
+        });
     }
 
     void close() {
@@ -302,6 +390,9 @@ private:
     std::string chunk_head_;
     std::array<asio::const_buffer, 5> bufs_{}; // what writeChunk's write sends
     unsigned version_ = 11;
+    std::size_t limit_ = 0; // the current request's body limit
+    bool draining_ = false; // a 413 was sent: drain, then close
+    std::string drop_;      // what a draining connection reads
     bool keep_alive_ = false;
     bool head_ = false;
 };

@@ -126,6 +126,26 @@ std::string checkNftTable(const std::string& v) {
     return ok ? "" : "a table name is a letter, then letters, digits, '_' or '-' (at most 64)";
 }
 
+std::string checkPhoneNumber(const std::string& v) {
+    std::size_t digits = 0;
+    bool ok = !v.empty() && v.size() <= 256;
+    for (std::size_t i = 0; ok && i < v.size(); ++i) {
+        char ch = v[i];
+        if ((ch >= '0' && ch <= '9') || ch == '*' || ch == '#') {
+            ++digits;
+        } else if (!(ch == '+' && i == 0) &&
+                   std::string_view(" -.()/").find(ch) == std::string_view::npos) {
+            ok = false;
+        }
+    }
+    if (!ok || digits == 0 || digits > 64) {
+        return "'" + v +
+               "' is not a phone number (1-64 of 0-9 * #, an optional leading +, "
+               "separators space - . ( ) /)";
+    }
+    return {};
+}
+
 // An http(s) URL (or empty); a port in its authority must be 1-65535.
 std::string checkUrl(const std::string& url) {
     if (url.empty()) {

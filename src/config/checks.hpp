@@ -18,6 +18,9 @@ std::string checkBootstrap(const std::string& b);
 std::string checkCidr(const std::string& v);
 // A bouncer/API key (core::validApiKey); the message never repeats the key.
 std::string checkApiKey(const std::string& v);
+// A dialled number: 1-64 of 0-9 * # after an optional leading '+', with visual separators
+// (space - . ( ) /) allowed (the API normalises it: src/api/lookup_keys.hpp).
+std::string checkPhoneNumber(const std::string& v);
 std::string checkUrl(const std::string& url);
 // An RCP1 identity (pkId): 40 hex digits, any case (normalised to lower case by parse()).
 std::string checkPkId(const std::string& v);

@@ -470,6 +470,12 @@ void buildOptions(Table& app, Config& c, Raw& raw) {
               "0: for the rest of the data window (--max-age)")
         ->check(checkDuration);
     app.shows(app.get_option("--block-time"), [&c] { return tomlValue(c.block_time); });
+    addOption(app, "--allow-number", c.allow_numbers, "SENTRYPEER_ALLOW_NUMBER",
+              "Never report this called number as blocked in the check routes (e.g. 112, "
+              "911, 999), repeatable; any spelling (+44.., 0044.., 44..); environment: "
+              "comma-separated")
+        ->check(checkPhoneNumber)
+        ->delimiter(',');
     app.secret(addOption(app, "--bouncer-key", c.bouncer_keys, "SENTRYPEER_BOUNCER_KEY",
                          "A key that CrowdSec bouncers (X-Api-Key) and APIBAN clients ({KEY}) "
                          "must present, repeatable; environment: comma-separated (secret: "

@@ -100,12 +100,14 @@ struct Config {
     bool p2p_sentrypeer_compat = false;
 
     // Blocking policy (block::Policy, shared by every blocking output)
-    unsigned peer_min_reporters = 2;    // distinct reporters before peer events count; 0: never
-    std::uint64_t block_after = 1;      // counted events before an address is blocked
-    std::vector<std::string> allow;     // never-block CIDRs (or single addresses)
-    std::string allow_file;             // one CIDR per line, reloaded on SIGHUP; empty: none
-    std::chrono::seconds block_time{0}; // a block lasts this long after the last event; 0: the
-                                        // rest of the data window (--max-age)
+    unsigned peer_min_reporters = 2;        // distinct reporters before peer events count; 0: never
+    std::uint64_t block_after = 1;          // counted events before an address is blocked
+    std::vector<std::string> allow;         // never-block CIDRs (or single addresses)
+    std::string allow_file;                 // one CIDR per line, reloaded on SIGHUP; empty: none
+    std::chrono::seconds block_time{0};     // a block lasts this long after the last event; 0: the
+                                            // rest of the data window (--max-age)
+    std::vector<std::string> allow_numbers; // called numbers the check routes never report as
+                                            // blocked (emergency numbers); any spelling
 
     // nftables blocker (src/nft, docs/BLOCKING.md): needs CAP_NET_ADMIN
     bool nft = false;

@@ -249,7 +249,8 @@ void startApi(const config::Config& c, Runtime& rt) {
                             .max_lists = c.api_max_lists,
                             .policy = rt.policy,
                             .bouncer_keys = rt.bouncer_keys,
-                            .decisions = {}};
+                            .decisions = {},
+                            .allow_numbers = c.allow_numbers};
     if (rt.bouncer_keys && rt.bouncer_keys->size() > 0) {
         rt.decisions = std::make_shared<decisions::Journal>(
             decisions::JournalOptions{.keys = rt.bouncer_keys->size()}, rt.policy, rt.clock);

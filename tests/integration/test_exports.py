@@ -84,15 +84,22 @@ def relabel_sources(d, mapping: dict) -> None:
 
 def insert_local_row(db_path, ip: str, event_time_us: int) -> None:
     """One local event from ip at event_time_us (µs since 1970), as the daemon stores it."""
+    insert_local_rows(db_path, [(ip, event_time_us)])
+
+
+def insert_local_rows(db_path, rows) -> None:
+    """Local events, one per (ip, event_time_us[, called_number]) (number default '100'),
+    in one transaction, as the daemon stores them (insert while it is stopped)."""
     con = sqlite3.connect(db_path, timeout=5)
     with con:
-        con.execute(
+        con.executemany(
             "INSERT INTO honey (event_timestamp, event_uuid, collected_method, source_ip,"
             " called_number, transport_type, method, user_agent, sip_message,"
-            " created_by_node_id, origin, event_time) VALUES (?, ?, 'passive', ?, '100', 'UDP',"
+            " created_by_node_id, origin, event_time) VALUES (?, ?, 'passive', ?, ?, 'UDP',"
             " 'OPTIONS', 'NOT_FOUND', 'OPTIONS sip:100@192.0.2.10 SIP/2.0', ?, 'local', ?)",
-            (time.strftime("%Y-%m-%d %H:%M:%S.000000000", time.gmtime(event_time_us / 1e6)),
-             str(uuid.uuid4()), ip, str(uuid.uuid4()), event_time_us))
+            [(time.strftime("%Y-%m-%d %H:%M:%S.000000000", time.gmtime(row[1] / 1e6)),
+              str(uuid.uuid4()), row[0], row[2] if len(row) > 2 else "100", str(uuid.uuid4()),
+              row[1]) for row in rows])
     con.close()
 
 
