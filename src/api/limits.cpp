@@ -15,7 +15,7 @@ void ConnectionBudget::collect(core::MetricsWriter& w) const {
     w.sample(total, {{"reason", "total"}});
 }
 
-std::shared_ptr<void> ListBudget::tryAcquire() {
+std::shared_ptr<void> SlotBudget::tryAcquire() {
     std::size_t n = in_flight_.load();
     do {
         if (n >= max_) {
@@ -24,15 +24,15 @@ std::shared_ptr<void> ListBudget::tryAcquire() {
         }
     } while (!in_flight_.compare_exchange_weak(n, n + 1));
     // The deleter gives the slot back; the pointee is never used.
-    return {this, [](ListBudget* b) { b->in_flight_.fetch_sub(1); }};
+    return {this, [](SlotBudget* b) { b->in_flight_.fetch_sub(1); }};
 }
 
-void ListBudget::collect(core::MetricsWriter& w) const {
-    w.family("api_lists_in_flight", "gauge",
-             "Full lists and exports being answered (--api-max-lists)");
+void SlotBudget::collect(core::MetricsWriter& w) const {
+    w.family(name_ + "_in_flight", "gauge",
+             help_ + " being handled (at most " + std::to_string(max_) + ")");
     w.sample(static_cast<std::uint64_t>(in_flight_.load()));
-    w.family("api_lists_rejected_total", "counter",
-             "Full lists and exports answered 503 over --api-max-lists");
+    w.family(name_ + "_rejected_total", "counter",
+             help_ + " refused with 503 (over " + std::to_string(max_) + " at once)");
     w.sample(rejected_.load());
 }
 

@@ -24,19 +24,23 @@ public:
     void collect(core::MetricsWriter& w) const;
 };
 
-class ListBudget {
+// At most `max` of something expensive at once (full lists and exports; large request
+// bodies), each held as a slot. Two metric families: NAME_in_flight (gauge) and
+// NAME_rejected_total (counter).
+class SlotBudget {
 public:
-    explicit ListBudget(std::size_t max_lists) : max_(max_lists) {}
+    SlotBudget(std::size_t max, std::string name, std::string help)
+        : max_(max), name_(std::move(name)), help_(std::move(help)) {}
 
     // A slot, released when the last copy of the returned pointer goes (the response
-    // streamed to its end or dropped); null (and counted) when max_lists are in flight.
+    // streamed to its end or dropped); null (and counted) when max slots are in use.
     std::shared_ptr<void> tryAcquire();
     std::size_t inFlight() const { return in_flight_.load(); }
-    // sentrypeer_api_lists_in_flight, sentrypeer_api_lists_rejected_total.
     void collect(core::MetricsWriter& w) const;
 
 private:
     std::size_t max_;
+    std::string name_, help_; // metric family prefix, "what" for its help text
     std::atomic<std::size_t> in_flight_{0};
     std::atomic<std::uint64_t> rejected_{0};
 };

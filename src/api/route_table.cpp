@@ -140,7 +140,8 @@ Routes::Routes(ApiOptions options, const store::Index& index, const core::Clock&
       policy_(options_.policy ? options_.policy
                               : std::make_shared<const block::Policy>(block::PolicyOptions{})),
       allowed_numbers_(normaliseAllowList(options_.allow_numbers)), index_(index), clock_(clock),
-      metrics_(metrics), lists_(options_.max_lists),
+      metrics_(metrics),
+      lists_(options_.max_lists, "api_lists", "Full lists and exports (--api-max-lists)"),
       counts_(std::make_unique<StatusCounts[]>(table().size() + 1)),
       stats_query_(std::make_unique<store::StatsQuery>(options_.db_path)) {}
 

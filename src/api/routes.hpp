@@ -158,7 +158,7 @@ private:
     const store::Index& index_;
     const core::Clock& clock_;
     const core::MetricsRegistry& metrics_;
-    ListBudget lists_;
+    SlotBudget lists_;
 
     using StatusCounts = std::array<std::atomic<std::uint64_t>, kStatuses>;
     std::unique_ptr<StatusCounts[]> counts_; // one row per table entry, then "other"

@@ -95,7 +95,7 @@ void toRequest(const http::request<http::string_body>& req, Request& r) {
     } else {
         r.api_key.assign(it->value().data(), it->value().size());
     }
-    r.body = req.body();
+    r.body.clear(); // the body is moved over by the session (Session::onRead)
 }
 
 // One HTTP connection: read a request, answer it (streamed when the route streams), and
@@ -115,9 +115,9 @@ public:
     using Socket = asio::basic_stream_socket<tcp, Executor>;
 
     Session(asio::io_context& worker, Routes& routes, asio::thread_pool& slow,
-            const std::string& common_headers, ConnectionBudget& budget)
+            const std::string& common_headers, ConnectionBudget& budget, SlotBudget& bodies)
         : socket_(worker.get_executor()), timer_(worker.get_executor()), routes_(routes),
-          slow_(slow), common_headers_(common_headers), budget_(budget) {}
+          slow_(slow), common_headers_(common_headers), budget_(budget), bodies_(bodies) {}
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
     ~Session() {
@@ -186,6 +186,15 @@ private:
             tooLarge(limit);
             return;
         }
+        // A body over the small routes' cap may take up to its route's limit (1 MiB): only
+        // ServerOptions::max_large_bodies of those are read at once.
+        if (limit > Routes::kMaxRequestBody) {
+            body_slot_ = bodies_.tryAcquire();
+            if (!body_slot_) {
+                refuse(503, "{\"error\": \"Too many large requests at once; retry\"}", true);
+                return;
+            }
+        }
         limit_ = limit;
         parser_->body_limit(limit);
         if (parser_->is_done()) {
@@ -201,6 +210,12 @@ private:
     // 413 for a body over `limit` (its length announced or read so far); the connection is
     // closed after it (the rest of the body is not read).
     void tooLarge(std::size_t limit) {
+        refuse(413, "{\"error\": \"Request body over " + std::to_string(limit) + " bytes\"}",
+               false);
+    }
+
+    // Answers `status` with `body` before reading the request's body, and closes.
+    void refuse(int status, std::string body, bool retry_after) {
         const auto& req = parser_->get();
         keep_alive_ = false;
         draining_ = true;
@@ -208,10 +223,13 @@ private:
         version_ = req.version() == 10 ? 10 : 11;
         auto target = req.target();
         std::string_view path(target.data(), target.size());
-        routes_.countUnrouted(path.substr(0, path.find('?')), 413);
+        routes_.countUnrouted(path.substr(0, path.find('?')), status);
         Response r;
-        r.status = 413;
-        r.body = "{\"error\": \"Request body over " + std::to_string(limit) + " bytes\"}";
+        r.status = status;
+        r.body = std::move(body);
+        if (retry_after) {
+            r.headers.emplace_back("Retry-After", "1");
+        }
         respond(std::move(r));
     }
 
@@ -229,6 +247,8 @@ private:
         head_ = req.method() == http::verb::head;
         version_ = req.version();
         toRequest(req, request_);
+        request_.body = std::move(parser_->get().body());
+        parser_.reset(); // nothing of a large body stays with an idle keep-alive connection
         if (Routes::isSlow(request_)) {
             // SQL runs on the slow-route thread, the answer comes back to the worker.
             asio::post(slow_, [self = shared_from_this()]() mutable {
@@ -243,6 +263,8 @@ private:
     }
 
     void respond(Response res) {
+        body_slot_.reset(); // the request is answered: its body is no longer needed
+        std::string().swap(request_.body);
         touch();
         out_.clear();
         appendHead(out_, version_, res, keep_alive_, common_headers_);
@@ -352,7 +374,7 @@ private:
     }
 
     void drain(std::size_t so_far) {
-        drop_.resize(64UL * 1024);
+        drop_.resize(16UL * 1024);
         socket_.async_read_some(asio::buffer(drop_), [self = shared_from_this(),
                                                       so_far](beast::error_code ec, std::size_t n) {
             if (ec || so_far + n > kMaxDrain) {
@@ -380,7 +402,9 @@ private:
     asio::thread_pool& slow_;
     const std::string& common_headers_;
     ConnectionBudget& budget_;
-    std::string client_; // the client IP counted in budget_ (empty: none)
+    SlotBudget& bodies_;
+    std::shared_ptr<void> body_slot_; // held from a large body's header to the answer
+    std::string client_;              // the client IP counted in budget_ (empty: none)
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     Request request_; // the current request, its strings reused from one to the next
@@ -411,6 +435,8 @@ std::string clientKey(const asio::ip::address& a) {
 Server::Server(asio::io_context& io, const tcp::endpoint& ep, Routes& routes,
                const ServerOptions& options)
     : budget_(options.max_connections, options.max_per_ip),
+      bodies_(options.max_large_bodies, "api_large_bodies",
+              "Request bodies over 16 KiB (the batch checks', up to 1 MiB each)"),
       common_headers_(commonHeaders(routes.corsOrigin())), acceptor_(io), retry_(io),
       routes_(routes) {
     for (unsigned i = 0; i < std::max(1u, options.workers); ++i) {
@@ -479,7 +505,7 @@ void Server::stop() {
 
 void Server::accept() {
     auto session = std::make_shared<Session>(*workers_[next_worker_++ % workers_.size()], routes_,
-                                             slow_, common_headers_, budget_);
+                                             slow_, common_headers_, budget_, bodies_);
     acceptor_.async_accept(
         session->socket(), [self = shared_from_this(), session](boost::system::error_code ec) {
             if (ec == asio::error::operation_aborted) {

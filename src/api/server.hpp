@@ -24,6 +24,9 @@ struct ServerOptions {
     unsigned workers = 1;               // worker threads ("sp-api"), at least 1
     std::size_t max_connections = 1024; // open connections at most; more are closed at once
     std::size_t max_per_ip = 64;        // open connections per client IP at most
+    // Request bodies over Routes::kMaxRequestBody (up to 1 MiB: the batch checks) read or
+    // handled at once; more get 503 + Retry-After. 8: at most 8 MiB of such bodies.
+    std::size_t max_large_bodies = 8;
 };
 
 class Server : public std::enable_shared_from_this<Server> {
@@ -40,7 +43,10 @@ public:
     void stop();
     boost::asio::ip::tcp::endpoint localEndpoint() const { return local_; }
     // Any thread: the connection budget's gauge and refusals.
-    void collect(core::MetricsWriter& w) const { budget_.collect(w); }
+    void collect(core::MetricsWriter& w) const {
+        budget_.collect(w);
+        bodies_.collect(w);
+    }
 
 private:
     void accept();
@@ -49,6 +55,7 @@ private:
 
     // Before workers_: sessions (destroyed with their worker's io_context) refer to these.
     ConnectionBudget budget_;
+    SlotBudget bodies_;          // large request bodies in flight
     std::string common_headers_; // after Content-Type in every response
     std::vector<std::unique_ptr<boost::asio::io_context>> workers_;
     std::vector<WorkGuard> guards_;

@@ -164,3 +164,44 @@ def test_allow_number_is_repeatable_and_shown_by_check_config(tmp_path):
                       "--allow-number", "+1 911", "--check-config"])
     assert res.returncode == 0, res.stderr
     assert 'allow_number = ["112", "+1 911"]' in res.stdout.splitlines(), res.stdout
+
+
+def test_large_bodies_in_flight_are_budgeted(checking):
+    """Eight bodies over 16 KiB at once, no more: a ninth gets 503 + Retry-After on its
+    header alone (its body never read), and once one of the eight is answered the next is
+    served. Without the budget 1,024 connections could hold 1 MiB each."""
+    body = json.dumps({"numbers": ["442079460000"] * 5000}).encode()  # ~85 KiB
+    head = (f"POST /numbers/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    holders = []
+    try:
+        for _ in range(8):  # each sends its header and half its body, then waits
+            s = socket.create_connection(("127.0.0.1", checking.api_port), timeout=10)
+            s.sendall(head + body[:len(body) // 2])
+            holders.append(s)
+        time.sleep(0.3)  # the server has read each header (and taken a slot)
+        extra = socket.create_connection(("127.0.0.1", checking.api_port), timeout=10)
+        extra.sendall(head)
+        answer = extra.recv(4096).decode()
+        extra.close()
+        assert answer.startswith("HTTP/1.1 503"), answer
+        assert "Retry-After: 1" in answer, answer
+        metrics = http_request(checking.api_port, "/metrics",
+                               headers={"Authorization": f"Bearer {TOKEN}"}).body.decode()
+        assert "sentrypeer_api_large_bodies_in_flight 8" in metrics, metrics
+        # One of the eight finishes: answered 200, and its slot serves a new request.
+        first = holders.pop(0)
+        first.sendall(body[len(body) // 2:])
+        reply = b""
+        while b"\r\n0\r\n\r\n" not in reply and not reply.endswith(b"}"):
+            chunk = first.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        first.close()
+        r = post(checking, "/numbers/check", {"numbers": ["442079460000"] * 5000})
+        assert r.status == 200, r
+    finally:
+        for s in holders:
+            s.close()
