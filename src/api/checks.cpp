@@ -250,79 +250,79 @@ bool Routes::numberAllowed(const std::string& normalised) const {
     return std::binary_search(allowed_numbers_.begin(), allowed_numbers_.end(), normalised);
 }
 
-Response Routes::numbersCheck(const Request& r, std::string_view) {
-    auto parsed = checks::parseBody(r.body, "numbers");
+namespace {
+
+// A batch check's answer: {"<list>": [{"<field>": <item as sent>, ...}, ...]}, one object per
+// item in order; `append(body, item)` writes the rest of the item's object (from ", ").
+template <typename Append>
+Response batchAnswer(const Request& r, const char* list, const char* field, Append append) {
+    auto parsed = checks::parseBody(r.body, list);
     if (parsed.status != 200) {
         return checkError(parsed);
     }
-    auto snapshot = index_.snapshot();
-    auto now = clock_.now();
     Response out;
     out.body.reserve(64 + parsed.items.size() * 160);
-    out.body.append(R"({"numbers": [)");
+    out.body.append("{\"").append(list).append("\": [");
     bool first = true;
-    for (const auto& n : parsed.items) {
-        out.body.append(first ? "{" : ", {");
+    for (const auto& item : parsed.items) {
+        out.body.append(first ? "{\"" : ", {\"").append(field).append("\": ");
         first = false;
-        out.body.append(R"("number": )");
-        core::appendJsonString(out.body, n);
-        auto normalised = normaliseNumber(n);
-        if (!normalised) {
-            out.body.append(R"(, "valid": false, "known": false, "blocked": false})");
-            continue;
-        }
-        out.body.append(R"(, "valid": true, "normalised": )");
-        core::appendJsonString(out.body, *normalised);
-        bool allowed = numberAllowed(*normalised);
-        auto seen = findNumber(snapshot->by_number, *normalised);
-        out.body.append(R"(, "allowed": )").append(boolText(allowed));
-        out.body.append(R"(, "known": )").append(boolText(seen.has_value()));
-        out.body.append(R"(, "blocked": )")
-            .append(boolText(!allowed && seen && numberBlocked(*seen, now)));
-        if (seen) {
-            appendSeen(out.body, *seen);
-        }
+        core::appendJsonString(out.body, item);
+        append(out.body, item);
         out.body.push_back('}');
     }
     out.body.append("]}");
     return out;
 }
 
-Response Routes::ipAddressesCheck(const Request& r, std::string_view) {
-    auto parsed = checks::parseBody(r.body, "ip_addresses");
-    if (parsed.status != 200) {
-        return checkError(parsed);
-    }
+constexpr const char* kInvalidItem = R"(, "valid": false, "known": false, "blocked": false)";
+
+} // namespace
+
+Response Routes::numbersCheck(const Request& r, std::string_view) {
     auto snapshot = index_.snapshot();
     auto now = clock_.now();
-    Response out;
-    out.body.reserve(64 + parsed.items.size() * 160);
-    out.body.append(R"({"ip_addresses": [)");
-    bool first = true;
-    for (const auto& ip : parsed.items) {
-        out.body.append(first ? "{" : ", {");
-        first = false;
-        out.body.append(R"("ip_address": )");
-        core::appendJsonString(out.body, ip);
-        char canonical[INET6_ADDRSTRLEN];
-        if (!canonicalIp(ip, canonical)) {
-            out.body.append(R"(, "valid": false, "known": false, "blocked": false})");
-            continue;
+    return batchAnswer(r, "numbers", "number", [&](std::string& body, const std::string& n) {
+        auto normalised = normaliseNumber(n);
+        if (!normalised) {
+            body.append(kInvalidItem);
+            return;
         }
-        const store::Seen* seen = snapshot->by_ip.find(canonical);
-        bool blocked =
-            seen != nullptr &&
-            policy_->decide(canonical, block::Evidence{seen->local, seen->peer, seen->reporters},
-                            seen->last, now);
-        out.body.append(R"(, "valid": true, "known": )").append(boolText(seen != nullptr));
-        out.body.append(R"(, "blocked": )").append(boolText(blocked));
-        if (seen != nullptr) {
-            appendSeen(out.body, *seen);
+        body.append(R"(, "valid": true, "normalised": )");
+        core::appendJsonString(body, *normalised);
+        bool allowed = numberAllowed(*normalised);
+        auto seen = findNumber(snapshot->by_number, *normalised);
+        body.append(R"(, "allowed": )").append(boolText(allowed));
+        body.append(R"(, "known": )").append(boolText(seen.has_value()));
+        body.append(R"(, "blocked": )")
+            .append(boolText(!allowed && seen && numberBlocked(*seen, now)));
+        if (seen) {
+            appendSeen(body, *seen);
         }
-        out.body.push_back('}');
-    }
-    out.body.append("]}");
-    return out;
+    });
+}
+
+Response Routes::ipAddressesCheck(const Request& r, std::string_view) {
+    auto snapshot = index_.snapshot();
+    auto now = clock_.now();
+    return batchAnswer(
+        r, "ip_addresses", "ip_address", [&](std::string& body, const std::string& ip) {
+            char canonical[INET6_ADDRSTRLEN];
+            if (!canonicalIp(ip, canonical)) {
+                body.append(kInvalidItem);
+                return;
+            }
+            const store::Seen* seen = snapshot->by_ip.find(canonical);
+            bool blocked = seen != nullptr &&
+                           policy_->decide(
+                               canonical, block::Evidence{seen->local, seen->peer, seen->reporters},
+                               seen->last, now);
+            body.append(R"(, "valid": true, "known": )").append(boolText(seen != nullptr));
+            body.append(R"(, "blocked": )").append(boolText(blocked));
+            if (seen != nullptr) {
+                appendSeen(body, *seen);
+            }
+        });
 }
 
 std::size_t Routes::bodyLimit(std::string_view method, std::string_view path) {

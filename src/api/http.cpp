@@ -1,20 +1,10 @@
 #include "api/http.hpp"
 
+#include "core/text.hpp"
+
 namespace sp::api {
 
 namespace {
-int hexValue(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 // percentDecode into `out` (replaced; its capacity is reused). False for a malformed escape.
 bool decodeInto(std::string_view s, bool plus_is_space, std::string& out) {
@@ -31,8 +21,8 @@ bool decodeInto(std::string_view s, bool plus_is_space, std::string& out) {
             if (i + 2 >= s.size()) {
                 return false;
             }
-            int hi = hexValue(s[i + 1]);
-            int lo = hexValue(s[i + 2]);
+            int hi = core::hexValue(s[i + 1]);
+            int lo = core::hexValue(s[i + 2]);
             if (hi < 0 || lo < 0) {
                 return false;
             }

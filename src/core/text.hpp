@@ -40,6 +40,9 @@ std::optional<std::chrono::seconds> parseDuration(std::string_view s);
 // strerror(3) for errno values, thread-safe.
 std::string errnoMessage(int err);
 
+// The value of one hex digit (0-9, a-f, A-F), or -1.
+int hexValue(char c);
+
 // An API key or token as clients send it in a header or a URL path segment: 8 to 256
 // characters from [A-Za-z0-9._~+=-] (no '/', no spaces, no control bytes).
 bool validApiKey(std::string_view key);

@@ -3,22 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include "core/ids.hpp"
+#include "core/text.hpp"
 
 namespace sp::p2p {
 namespace {
-
-int hexDigit(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 std::string uuidText(const std::array<std::uint8_t, 16>& id) {
     static constexpr const char* kHex = "0123456789abcdef";
@@ -52,7 +40,7 @@ bool toRecord(const core::Event& e, share::Record& out) {
         if (c == '-') {
             continue;
         }
-        int hi = hexDigit(c);
+        int hi = core::hexValue(c);
         if (n / 2 >= out.id.size() || hi < 0) {
             return false;
         }
