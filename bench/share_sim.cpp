@@ -53,7 +53,11 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <csignal>
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
@@ -530,7 +534,8 @@ private:
     std::vector<std::map<int, std::uint64_t>> epoch_pushes_;
     // Claim 6.
     std::atomic<std::uint64_t> plaintext_seen_{0}, plaintext_accepted_{0};
-    Json plaintext_;
+    Json plaintext_; // written by python_ (joined before evaluate)
+    std::thread python_;
 
     sp::share::Options sharerOptions(Role role) const;
     void buildPopulation();
@@ -874,27 +879,50 @@ void Sim::runPython() {
     {
         std::ofstream cmds(dir / "cmds");
         Json put = {{"cmd", "put"}, {"data", value}, {"timeout", 15}};
-        cmds << put.dump() << "\n"
-             << R"({"cmd": "quit"})"
-             << "\n";
+        cmds << put.dump() << "\n";
     }
-    std::string cmd =
-        py + " " + script.string() + " --network " + std::to_string(o_.network) +
-        " --bootstrap 127.0.0.1:" + std::to_string(host.runner->getBoundPort(AF_INET)) + " < " +
-        (dir / "cmds").string() + " > " + (dir / "out").string() + " 2> " + (dir / "err").string();
-    int rc = std::system(cmd.c_str());
-    std::ifstream out(dir / "out");
-    std::string line, put_result = "none";
-    while (std::getline(out, line)) {
-        auto j = Json::parse(line, nullptr, false);
-        if (j.is_object() && j.contains("put")) {
-            put_result = j["put"].dump();
-        }
+    // The peer's shutdown can hang in python3-opendht: read its put result, then kill it.
+    std::string port = "127.0.0.1:" + std::to_string(host.runner->getBoundPort(AF_INET));
+    std::string net = std::to_string(o_.network);
+    std::vector<std::string> args = {py, script.string(), "--network", net, "--bootstrap", port};
+    std::vector<char*> argv;
+    for (auto& a : args) {
+        argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, (dir / "cmds").c_str(), O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, (dir / "out").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    posix_spawn_file_actions_addopen(&fa, 2, (dir / "err").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, py.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    std::string put_result = "none";
+    if (rc == 0) {
+        waitUntil(
+            [&] {
+                std::ifstream out(dir / "out");
+                std::string line;
+                while (std::getline(out, line)) {
+                    auto j = Json::parse(line, nullptr, false);
+                    if (j.is_object() && j.contains("put")) {
+                        put_result = j["put"].dump();
+                        return true;
+                    }
+                }
+                return false;
+            },
+            30s);
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
     }
     std::error_code ec;
     fs::remove_all(dir, ec);
     bool ok = waitUntil([&] { return plaintext_accepted_.load() > 0; }, 15s);
-    plaintext_ = {{"python_exit", rc},
+    plaintext_ = {{"spawn_errno", rc},
                   {"put", put_result},
                   {"seen_by_app", plaintext_seen_.load()},
                   {"accepted_by_app_codec", plaintext_accepted_.load()},
@@ -1024,7 +1052,7 @@ int Sim::run() {
         plan.emplace(t, [this] { pollNewcomer(); });
     }
     if (o_.python) {
-        plan.emplace(0.25 * o_.epoch, [this] { runPython(); });
+        plan.emplace(0.25 * o_.epoch, [this] { python_ = std::thread([this] { runPython(); }); });
     }
     for (double t = o_.epoch / 2; t < o_.duration; t += o_.epoch / 2) {
         plan.emplace(t, [this] {
@@ -1046,6 +1074,9 @@ int Sim::run() {
         fn();
     }
     double cpu_s = cpuSeconds() - cpu0;
+    if (python_.joinable()) {
+        python_.join();
+    }
     for (auto& n : nodes_) {
         if (n->sharer) {
             n->sharer->stop();
