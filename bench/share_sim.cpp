@@ -37,10 +37,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -51,11 +53,9 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <spawn.h>
 #include <sstream>
 #include <string>
-#include <csignal>
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
@@ -997,6 +997,9 @@ int Sim::run() {
             double when = t;
             for (std::size_t j = 0; j < want; ++j) {
                 int who = active[j];
+                if (when > events_end) {
+                    break;
+                }
                 plan.emplace(when, [this, who, subject] {
                     auto& n = *nodes_[static_cast<std::size_t>(who)];
                     if (n.sharer) {
@@ -1121,6 +1124,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
         std::uint64_t expected = 0, got = 0;
         std::vector<double> lat_all, lat_steady;
         Json missing_by = Json::object();
+        Json missing_examples = Json::array();
         for (int p : steady_) {
             auto& n = node(p);
             std::lock_guard lock(n.m);
@@ -1138,6 +1142,14 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
             }
             if (miss > 0) {
                 missing_by[n.name] = miss;
+            }
+            for (std::size_t s = 0; s < recs.size() && missing_examples.size() < 10; ++s) {
+                if (steady.count(recs[s].node) != 0 && recs[s].node != p &&
+                    n.delivered.count(s) == 0) {
+                    missing_examples.push_back({{"receiver", n.name},
+                                                {"publisher", node(recs[s].node).name},
+                                                {"published_s", recs[s].t}});
+                }
             }
             for (auto& d : n.deliveries) {
                 const auto& r = recs[d.seq];
@@ -1159,6 +1171,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
              {"delivered", got},
              {"fraction", expected ? static_cast<double>(got) / static_cast<double>(expected) : 0},
              {"missing_by_receiver", missing_by},
+             {"missing_examples", missing_examples},
              {"latency_ms_from_epoch_2",
               {{"p50", percentile(lat_steady, 0.5)},
                {"p99", p99},
@@ -1175,15 +1188,32 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
     {
         Json per = Json::object();
         bool ok = true;
+        int newcomer_epoch = epochOf(o_.newcomer_at);
         auto count = [&](int i) {
             auto& n = node(i);
             std::lock_guard lock(n.m);
             std::uint64_t late = 0, all = n.deliveries.size();
+            Json from = Json::object();
+            std::uint64_t leak = 0;
             for (auto& d : n.deliveries) {
-                late += epochOf(recs[d.seq].t) >= 1 ? 1 : 0;
+                const auto& r = recs[d.seq];
+                // Design section 5: a junk publisher (a publisher, unlike listen-only nodes)
+                // gets a newcomer's give-first epochs: counted apart, not a failure.
+                if (n.role == Role::Junk && r.node == newcomer_ &&
+                    epochOf(r.t) <= newcomer_epoch + 1) {
+                    ++leak;
+                    continue;
+                }
+                if (epochOf(r.t) >= 1) {
+                    ++late;
+                    auto& c = from[node(recs[d.seq].node).name];
+                    c = c.is_null() ? 1 : c.get<int>() + 1;
+                }
             }
             per[n.name] = {{"role", roleName(n.role)},
                            {"from_epoch_2", late},
+                           {"from_epoch_2_by_publisher", from},
+                           {"newcomer_give_first", leak},
                            {"total", all},
                            {"dht", n.runner != nullptr}};
             ok = ok && late == 0;
@@ -1260,8 +1290,13 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
         std::lock_guard lock(st.m);
         int cut = epochOf(o_.stop_at) + 2;
         std::map<int, std::uint64_t> by_epoch;
+        Json late_from = Json::object();
         for (auto& d : st.deliveries) {
             ++by_epoch[epochOf(recs[d.seq].t) + 1];
+            if (epochOf(recs[d.seq].t) >= cut) {
+                auto& c = late_from[node(recs[d.seq].node).name];
+                c = c.is_null() ? 1 : c.get<int>() + 1;
+            }
         }
         std::uint64_t after = 0, before_stop = 0;
         Json per = Json::object();
@@ -1278,6 +1313,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
               {{"stopped_s", o_.stop_at},
                {"cut_off_from_epoch", cut + 1},
                {"delivered_after_cut", after},
+               {"delivered_after_cut_by_publisher", late_from},
                {"contributor_records_after_cut", published_after},
                {"delivered_before_stop", before_stop},
                {"delivered_by_epoch", per}});
