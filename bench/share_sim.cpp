@@ -633,8 +633,10 @@ void Sim::loadIdentities() {
             sp::share::loadOrCreateIdentity(o_.id_cache / ("node" + std::to_string(n->idx)), 2048);
         n->pk = sp::share::pkId(n->id);
     }
-    logf("%zu RSA-2048 identities (cache %s) in %.1f s", nodes_.size(), o_.id_cache.c_str(),
-         std::chrono::duration<double>(Steady::now() - start).count());
+    logf("%zu RSA-2048 identities (cache %s) in %.1f s",
+         static_cast<std::size_t>(std::count_if(nodes_.begin(), nodes_.end(),
+                                                [](auto& n) { return n->id.first != nullptr; })),
+         o_.id_cache.c_str(), std::chrono::duration<double>(Steady::now() - start).count());
 }
 
 bool Sim::startNetwork() {
@@ -1194,7 +1196,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
             std::lock_guard lock(n.m);
             std::uint64_t late = 0, all = n.deliveries.size();
             Json from = Json::object();
-            std::uint64_t leak = 0;
+            std::uint64_t leak = 0, junk_to_junk = 0;
             for (auto& d : n.deliveries) {
                 const auto& r = recs[d.seq];
                 // Design section 5: a junk publisher (a publisher, unlike listen-only nodes)
@@ -1204,17 +1206,21 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
                     ++leak;
                     continue;
                 }
+                // Junk publishers trade their junk among themselves (each gives first as a
+                // newcomer): nobody's contribution, counted apart.
+                if (n.role == Role::Junk && r.junk) {
+                    ++junk_to_junk;
+                    continue;
+                }
                 if (epochOf(r.t) >= 1) {
                     ++late;
                     auto& c = from[node(recs[d.seq].node).name];
                     c = c.is_null() ? 1 : c.get<int>() + 1;
                 }
             }
-            per[n.name] = {{"role", roleName(n.role)},
-                           {"from_epoch_2", late},
-                           {"from_epoch_2_by_publisher", from},
-                           {"newcomer_give_first", leak},
-                           {"total", all},
+            per[n.name] = {{"role", roleName(n.role)},          {"from_epoch_2", late},
+                           {"from_epoch_2_by_publisher", from}, {"newcomer_give_first", leak},
+                           {"junk_from_junk", junk_to_junk},    {"total", all},
                            {"dht", n.runner != nullptr}};
             ok = ok && late == 0;
         };
@@ -1488,6 +1494,29 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
                 cpu_s / static_cast<double>(nodes_.size()) / (o_.duration / o_.epoch)},
                {"checked", o_.timing_checks}});
     }
+    // Per-epoch totals over the steady contributors (from the snapshots at each boundary).
+    Json timeline = Json::array();
+    for (std::size_t e = 0; e < epoch_status_.size(); ++e) {
+        std::uint64_t gs = 0, gr = 0, br = 0, rd = 0, by = 0;
+        for (int i : steady_) {
+            auto it = epoch_status_[e].find(i);
+            if (it == epoch_status_[e].end()) {
+                continue;
+            }
+            gs += it->second.grants_sent;
+            gr += it->second.grants_received;
+            br += it->second.batches_received;
+            rd += it->second.records_delivered;
+            by += it->second.granted_by.size();
+        }
+        timeline.push_back(
+            {{"t_s", static_cast<double>(e) * o_.epoch},
+             {"grants_sent", gs},
+             {"grants_received", gr},
+             {"batches_received", br},
+             {"records_delivered", rd},
+             {"mean_granted_by", static_cast<double>(by) / static_cast<double>(steady_.size())}});
+    }
     Json nodes = Json::array();
     for (auto& n : nodes_) {
         Json j = {{"name", n->name}, {"role", roleName(n->role)}};
@@ -1518,6 +1547,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
               {"records_published", recs.size()},
               {"nodes", nodes_.size()}}},
             {"claims", claims},
+            {"timeline_contributors_cumulative", timeline},
             {"nodes", nodes}};
 }
 
