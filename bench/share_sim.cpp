@@ -102,6 +102,10 @@ struct SimOptions {
     bool verbose = false;
 };
 
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 [[noreturn]] void usage(const std::string& error) {
     std::fprintf(
         stderr,
@@ -112,7 +116,7 @@ struct SimOptions {
         "  [--credit L0|L1|L2] [--network ID] [--id-cache DIR] [--seed N]\n"
         "  [--no-python] [--no-timing-checks] [--verbose]\n",
         error.c_str());
-    std::exit(2);
+    throw UsageError(error);
 }
 
 SimOptions parseArgs(int argc, char** argv) {
@@ -209,7 +213,7 @@ SimOptions parseArgs(int argc, char** argv) {
         usage("--duration must reach 3 epochs past --stop-at (claim 4 looks 2 epochs later)");
     }
     if (o.id_cache.empty()) {
-        const char* tmp = std::getenv("TMPDIR");
+        const char* tmp = std::getenv("TMPDIR"); // NOLINT(concurrency-mt-unsafe): before any thread
         o.id_cache = fs::path(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") / "sp-share-sim-ids";
     }
     return o;
@@ -435,6 +439,18 @@ unsigned goodNodes(const Node& n) {
 }
 
 // ---- misc ----------------------------------------------------------------------------------
+
+// from, from + step, ... below `to` (an integer loop: no float loop counter).
+std::vector<double> steps(double from, double to, double step) {
+    std::vector<double> out;
+    for (int i = 0;; ++i) {
+        double t = from + step * i;
+        if (t >= to) {
+            return out;
+        }
+        out.push_back(t);
+    }
+}
 
 double percentile(std::vector<double> v, double p) {
     if (v.empty()) {
@@ -678,7 +694,7 @@ void Sim::startSharer(Node& n) {
         std::lock_guard lock(np->m);
         return np->seen.count(std::string(subject)) != 0;
     };
-    cb.deliver = [this, np](sp::share::Delivered d) {
+    cb.deliver = [this, np](const sp::share::Delivered& d) {
         double now = simT();
         auto seq = recordSeq(d.record.id);
         std::optional<Published> p;
@@ -870,7 +886,8 @@ void Sim::runPython() {
     std::string value = R"({"app_name":"sentrypeer","app_version":"v4.0.6","event_timestamp":")";
     auto now = SysClock::to_time_t(SysClock::now());
     char ts[64];
-    std::strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S.000000000", std::gmtime(&now));
+    std::tm tm_now{};
+    std::strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S.000000000", ::gmtime_r(&now, &tm_now));
     value += ts;
     value += R"(","event_uuid":"4b1f2c3d-0000-4000-8000-00000000c0de",)"
              R"("created_by_node_id":"7f0c8a4e-1111-4000-8000-0000000000aa",)"
@@ -888,6 +905,7 @@ void Sim::runPython() {
     std::string net = std::to_string(o_.network);
     std::vector<std::string> args = {py, script.string(), "--network", net, "--bootstrap", port};
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args) {
         argv.push_back(a.data());
     }
@@ -981,7 +999,9 @@ int Sim::run() {
         std::exponential_distribution<double> gap(addr_rate);
         std::uint64_t k = 0;
         std::size_t first = 0;
-        for (double t = gap(rng_); t < events_end - 3 * o_.flush; t += gap(rng_), ++k) {
+        for (double t = gap(rng_);
+             t < events_end - 3 * o_.flush; // NOLINT(clang-analyzer-security.FloatLoopCounter)
+             t += gap(rng_), ++k) {
             std::vector<int> active;
             for (int i : seers_all) {
                 if ((i == stopper_ && t >= o_.stop_at) ||
@@ -1016,8 +1036,8 @@ int Sim::run() {
     // Junk publishers: subjects nobody sees, from junk_at.
     for (int j : junk_) {
         std::uint64_t k = 0;
-        for (double t = o_.junk_at; t < events_end; t += o_.epoch / o_.events_per_epoch, ++k) {
-            std::string subject = "2001:db8:ffff:" + std::to_string(j) + "::" + std::to_string(k);
+        for (double t : steps(o_.junk_at, events_end, o_.epoch / o_.events_per_epoch)) {
+            std::string subject = "2001:db8:ffff:" + std::to_string(j) + "::" + std::to_string(k++);
             plan.emplace(t, [this, j, subject] {
                 publishRecord(*nodes_[static_cast<std::size_t>(j)], subject, false, true);
             });
@@ -1028,8 +1048,8 @@ int Sim::run() {
     {
         double tick = o_.bucket / (cap_ * 3);
         std::uint64_t k = 0;
-        for (double t = 0.5 * o_.epoch; t < std::min(events_end, 3.5 * o_.epoch); t += tick, ++k) {
-            std::string subject = "2001:db8:fffe::" + std::to_string(k);
+        for (double t : steps(0.5 * o_.epoch, std::min(events_end, 3.5 * o_.epoch), tick)) {
+            std::string subject = "2001:db8:fffe::" + std::to_string(k++);
             plan.emplace(t, [this, subject] {
                 publishRecord(*nodes_[static_cast<std::size_t>(flooder_)], subject, true, false);
             });
@@ -1045,21 +1065,21 @@ int Sim::run() {
         logf("newcomer joined (%u good peers)", goodNodes(nc));
     });
     plan.emplace(o_.stop_at, [this] { logf("stopper stops publishing"); });
-    for (double t = 0.5 * o_.epoch; t < events_end; t += o_.bucket / 2) {
+    for (double t : steps(0.5 * o_.epoch, events_end, o_.bucket / 2)) {
         plan.emplace(t, [this] { captureTick(); });
         plan.emplace(t + 1.5, [this] { forgeTick(); });
         plan.emplace(t + 2.0, [this] { replayTick(); });
     }
-    for (double t = 0; t <= o_.duration + 1e-9; t += o_.epoch) {
+    for (double t : steps(0, o_.duration + 1e-6, o_.epoch)) {
         plan.emplace(t, [this] { snapshotEpoch(); });
     }
-    for (double t = o_.newcomer_at + 0.5; t < o_.duration; t += 0.5) {
+    for (double t : steps(o_.newcomer_at + 0.5, o_.duration, 0.5)) {
         plan.emplace(t, [this] { pollNewcomer(); });
     }
     if (o_.python) {
         plan.emplace(0.25 * o_.epoch, [this] { python_ = std::thread([this] { runPython(); }); });
     }
-    for (double t = o_.epoch / 2; t < o_.duration; t += o_.epoch / 2) {
+    for (double t : steps(o_.epoch / 2, o_.duration, o_.epoch / 2)) {
         plan.emplace(t, [this] {
             std::uint64_t d = 0;
             for (int i : steady_) {
@@ -1110,7 +1130,7 @@ int Sim::run() {
 Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096, double cpu_s,
                    bool& pass) {
     auto recs = ledger_.all();
-    auto epochOf = [&](double t) { return static_cast<int>(std::floor(t / o_.epoch)); };
+    auto epoch_of = [&](double t) { return static_cast<int>(std::floor(t / o_.epoch)); };
     auto node = [&](int i) -> Node& { return *nodes_[static_cast<std::size_t>(i)]; };
     Json claims;
     auto check = [&](const std::string& name, bool ok, Json detail) {
@@ -1160,7 +1180,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
                 }
                 double ms = (d.t - r.t) * 1000;
                 lat_all.push_back(ms);
-                if (epochOf(r.t) >= 1) {
+                if (epoch_of(r.t) >= 1) {
                     lat_steady.push_back(ms);
                 }
             }
@@ -1190,7 +1210,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
     {
         Json per = Json::object();
         bool ok = true;
-        int newcomer_epoch = epochOf(o_.newcomer_at);
+        int newcomer_epoch = epoch_of(o_.newcomer_at);
         auto count = [&](int i) {
             auto& n = node(i);
             std::lock_guard lock(n.m);
@@ -1202,7 +1222,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
                 // Design section 5: a junk publisher (a publisher, unlike listen-only nodes)
                 // gets a newcomer's give-first epochs: counted apart, not a failure.
                 if (n.role == Role::Junk && r.node == newcomer_ &&
-                    epochOf(r.t) <= newcomer_epoch + 1) {
+                    epoch_of(r.t) <= newcomer_epoch + 1) {
                     ++leak;
                     continue;
                 }
@@ -1212,7 +1232,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
                     ++junk_to_junk;
                     continue;
                 }
-                if (epochOf(r.t) >= 1) {
+                if (epoch_of(r.t) >= 1) {
                     ++late;
                     auto& c = from[node(recs[d.seq].node).name];
                     c = c.is_null() ? 1 : c.get<int>() + 1;
@@ -1243,7 +1263,7 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
         auto& nc = node(newcomer_);
         std::lock_guard lock(nc.m);
         double j = o_.newcomer_at;
-        int jepoch = epochOf(j);
+        int jepoch = epoch_of(j);
         std::uint64_t win = 0, win_got = 0, win_inner = 0, win_inner_got = 0, late = 0,
                       late_got = 0;
         Json per_epoch = Json::object();
@@ -1262,11 +1282,11 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
                     win_inner_got += got ? 1 : 0;
                 }
             }
-            if (epochOf(t) >= jepoch + 2) {
+            if (epoch_of(t) >= jepoch + 2) {
                 ++late;
                 late_got += got ? 1 : 0;
             }
-            auto& e = by_epoch[epochOf(t) + 1];
+            auto& e = by_epoch[epoch_of(t) + 1];
             ++e.first;
             e.second += got ? 1 : 0;
         }
@@ -1294,12 +1314,12 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
     {
         auto& st = node(stopper_);
         std::lock_guard lock(st.m);
-        int cut = epochOf(o_.stop_at) + 2;
+        int cut = epoch_of(o_.stop_at) + 2;
         std::map<int, std::uint64_t> by_epoch;
         Json late_from = Json::object();
         for (auto& d : st.deliveries) {
-            ++by_epoch[epochOf(recs[d.seq].t) + 1];
-            if (epochOf(recs[d.seq].t) >= cut) {
+            ++by_epoch[epoch_of(recs[d.seq].t) + 1];
+            if (epoch_of(recs[d.seq].t) >= cut) {
                 auto& c = late_from[node(recs[d.seq].node).name];
                 c = c.is_null() ? 1 : c.get<int>() + 1;
             }
@@ -1309,11 +1329,11 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
         for (auto& [e, c] : by_epoch) {
             per[std::to_string(e)] = c;
             after += (e - 1) >= cut ? c : 0;
-            before_stop += (e - 1) < epochOf(o_.stop_at) ? c : 0;
+            before_stop += (e - 1) < epoch_of(o_.stop_at) ? c : 0;
         }
         std::uint64_t published_after = 0;
         for (const auto& r : recs) {
-            published_after += epochOf(r.t) >= cut && steady.count(r.node) ? 1 : 0;
+            published_after += epoch_of(r.t) >= cut && steady.count(r.node) ? 1 : 0;
         }
         check("4_stopper_cut_off", after == 0 && before_stop > 0 && published_after > 0,
               {{"stopped_s", o_.stop_at},
@@ -1554,7 +1574,12 @@ Json Sim::evaluate(double wall_s, const RsaCost& rsa2048, const RsaCost& rsa4096
 } // namespace
 
 int main(int argc, char** argv) {
-    SimOptions o = parseArgs(argc, argv);
+    SimOptions o;
+    try {
+        o = parseArgs(argc, argv);
+    } catch (const UsageError&) {
+        return 2;
+    }
     try {
         Sim sim(std::move(o));
         return sim.run();
