@@ -21,7 +21,7 @@ void packBin(Packer& pk, const std::uint8_t* p, std::size_t n) {
 }
 
 // Limits that keep a hostile header from making the unpacker allocate much.
-const msgpack::unpack_limit kLimit(4096, 64, 64 * 1024, 64 * 1024, 0, 8);
+const msgpack::unpack_limit kLimit(4096, 64, std::size_t{64} * 1024, std::size_t{64} * 1024, 0, 8);
 
 // Unpacks exactly one object filling `data`; nullopt on any error.
 std::optional<msgpack::object_handle> unpackAll(const std::uint8_t* data, std::size_t n) noexcept {

@@ -26,9 +26,9 @@ using PkBytes = std::array<std::uint8_t, 20>;
 
 inline constexpr std::uint16_t kBatchType = 0x5251;
 inline constexpr std::uint16_t kGrantType = 0x5252;
-inline constexpr std::size_t kMaxPlain = 256 * 1024;     // inflated body limit
-inline constexpr std::size_t kMaxBatchValue = 48 * 1024; // a BATCH value's data
-inline constexpr std::size_t kKeyBytes = 32;             // AES-256
+inline constexpr std::size_t kMaxPlain = std::size_t{256} * 1024;     // inflated body limit
+inline constexpr std::size_t kMaxBatchValue = std::size_t{48} * 1024; // a BATCH value's data
+inline constexpr std::size_t kKeyBytes = 32;                          // AES-256
 
 struct BatchHeader {
     std::int64_t e = 0;

@@ -39,11 +39,12 @@ void Impl::evaluateGrants() {
         log("share: newcomer period over without a reciprocating grant");
         return;
     }
-    // Newcomers give first: trust anchors, then the earliest seen publishers.
+    // Newcomers give first, to publishers only (a node known only from its grants has shared
+    // nothing): trust anchors, then the earliest seen.
     std::vector<Peer*> given;
     std::vector<Peer*> candidates;
     for (auto& [id, p] : peers_) {
-        if (!p.pk || deny_.count(id)) {
+        if (!p.pk || deny_.count(id) || (!p.publisher && !p.newcomer_grant)) {
             continue;
         }
         (p.newcomer_grant ? given : candidates).push_back(&p);

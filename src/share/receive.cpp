@@ -8,7 +8,7 @@
 namespace sp::share::detail {
 
 namespace {
-constexpr std::int64_t kMaxRecordSkew = 15 * 60; // s
+constexpr std::int64_t kMaxRecordSkew = std::int64_t{15} * 60; // s
 }
 
 void Impl::handleBatch(const Inbound& in) {
@@ -67,6 +67,7 @@ void Impl::handleBatch(const Inbound& in) {
     }
     ++n;
     p->seqs.emplace(h.q, std::make_pair(v.id, h.b));
+    p->publisher = true;
     if (!p->stamp_ok && h.stamp && checkStamp(pid.toString(), *h.stamp, o_.stamp_bits)) {
         p->stamp_ok = true;
     }

@@ -105,7 +105,8 @@ struct Options {
     unsigned stamp_bits = 22; // difficulty a received stamp must meet (L2)
 
     // Budgets. Every queue and map is bounded; the bound is the option named.
-    std::size_t max_batch_bytes = 32 * 1024;       // flush threshold (plaintext msgpack); <= 40 KiB
+    std::size_t max_batch_bytes =
+        std::size_t{32} * 1024;                    // flush threshold (plaintext msgpack); <= 40 KiB
     std::uint64_t max_bytes_per_hour = 0;          // bytes put + received per clock hour; 0 = none
     unsigned max_batches_per_publisher_bucket = 6; // receiver cap per publisher per bucket
     unsigned max_grants_per_granter_epoch = 2;     // receiver cap per granter per target epoch

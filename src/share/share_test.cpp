@@ -8,6 +8,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <sys/stat.h>
@@ -32,16 +33,18 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-// RSA-2048 identities, generated once per test binary (keygen is the slow part).
+// RSA-2048 identities, each generated once per test process (keygen is the slow part; ctest
+// runs every test in its own process, so only the indexes a test uses are made).
 const dht::crypto::Identity& fixture(std::size_t i) {
     static std::mutex mu;
-    static std::vector<dht::crypto::Identity> ids;
+    static std::map<std::size_t, dht::crypto::Identity> ids;
     std::lock_guard lk(mu);
-    while (ids.size() <= i) {
-        ids.push_back(
-            dht::crypto::generateIdentity("fixture" + std::to_string(ids.size()), {}, 2048));
+    auto it = ids.find(i);
+    if (it == ids.end()) {
+        it = ids.emplace(i, dht::crypto::generateIdentity("fixture" + std::to_string(i), {}, 2048))
+                 .first;
     }
-    return ids[i];
+    return it->second;
 }
 
 Record makeRecord(std::uint32_t n, const std::string& subject) {
@@ -802,6 +805,52 @@ TEST(ShareNet, BandwidthCapBoundsTraffic) {
     auto sa = a.owned->status();
     EXPECT_GT(sa.bytes_put, 2 * kCap);
     EXPECT_GT(sb.queued_records, 0U); // B's own records wait for the next hour
+}
+
+// L1: only the first report of a subject the receiver confirms earns credit (and a grant);
+// a publisher of unconfirmed subjects is read while A gives first, but never credited.
+TEST(ShareNet, L1CreditsOnlyConfirmedFirstReports) {
+    auto o = testOptions();
+    o.credit = Credit::L1;
+    Net net(3, 17, o, {}, {0});
+    auto& a = net[0];
+    auto& b = net[1];
+    auto& c = net[2];
+    sp::share::Callbacks cbs;
+    Node* ap = &a;
+    cbs.deliver = [ap](Delivered dl) {
+        std::lock_guard lk(ap->mu);
+        ap->got.push_back(std::move(dl));
+    };
+    // A's own sensor saw the 203.0.113.0/24 addresses, not 198.51.100.0/24.
+    cbs.confirmed = [](std::string_view subject, std::int64_t) {
+        return subject.rfind("203.0.113.", 0) == 0;
+    };
+    auto oa = o;
+    a.owned = std::make_unique<Sharer>(a.runner, a.id, oa, cbs);
+    a.sharer = a.owned.get();
+    a.owned->start();
+    std::uint32_t seq = 1;
+    auto creditedFrom = [&](Node& from, bool credited) {
+        std::lock_guard lk(a.mu);
+        std::size_t n = 0;
+        for (const auto& g : a.got) {
+            n += g.publisher == pkOf(from) && g.credited == credited;
+        }
+        return n;
+    };
+    bool ok = waitFor(
+        [&] {
+            ++seq;
+            a.owned->publish(makeRecord(seq, "192.0.2.1"));
+            b.owned->publish(makeRecord(1000 + seq, "203.0.113." + std::to_string(seq % 200)));
+            c.owned->publish(makeRecord(3000 + seq, "198.51.100." + std::to_string(seq % 200)));
+            return creditedFrom(b, true) > 0 && creditedFrom(c, false) > 0;
+        },
+        20s);
+    EXPECT_TRUE(ok) << sp::share::statusJson(a.owned->status());
+    EXPECT_EQ(creditedFrom(c, true), 0U);
+    EXPECT_TRUE(waitFor([&] { return contains(a.owned->status().granted_to, pkOf(b)); }, 3s));
 }
 
 // Crypto costs with the fixtures' RSA-2048 and a RSA-4096 key (printed, not asserted).

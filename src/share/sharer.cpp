@@ -72,7 +72,7 @@ Impl::Impl(dht::DhtRunner& runner, dht::crypto::Identity identity, Options optio
     if (o_.shards < 1 || o_.shards > 256) {
         throw std::invalid_argument("share: shards must be 1..256");
     }
-    if (o_.max_batch_bytes < 1024 || o_.max_batch_bytes > 40 * 1024) {
+    if (o_.max_batch_bytes < 1024 || o_.max_batch_bytes > std::size_t{40} * 1024) {
         throw std::invalid_argument("share: max_batch_bytes must be 1 KiB..40 KiB");
     }
     if (o_.app.empty() || o_.app.find('/') != std::string::npos) {
@@ -284,7 +284,7 @@ void Impl::maintainListens() {
                     auto mb = mb_;
                     auto fut =
                         runner_.listen(key, [mb, key](const std::vector<Vp>& vals, bool expired) {
-                            return expired ? !mb->closed : mb->push(Kind::Batch, key, vals);
+                            return mb->push(Kind::Batch, key, expired ? std::vector<Vp>{} : vals);
                         });
                     listens_.emplace(key, fut.share());
                     listen_bucket_[key] = b;
@@ -309,7 +309,7 @@ void Impl::maintainListens() {
         if (!inbox_listens_.count(key)) {
             auto mb = mb_;
             auto fut = runner_.listen(key, [mb, key](const std::vector<Vp>& vals, bool expired) {
-                return expired ? !mb->closed : mb->push(Kind::Grant, key, vals);
+                return mb->push(Kind::Grant, key, expired ? std::vector<Vp>{} : vals);
             });
             inbox_listens_.emplace(key, fut.share());
         }
@@ -411,7 +411,7 @@ void Impl::expire() {
     own_keys_.erase(own_keys_.begin(), own_keys_.lower_bound(old_e));
     own_batches_in_bucket_.erase(own_batches_in_bucket_.begin(),
                                  own_batches_in_bucket_.lower_bound(cb - 1));
-    constexpr std::int64_t kSixHours = 6 * 3600;
+    constexpr std::int64_t kSixHours = std::int64_t{6} * 3600;
     while (!subject_order_.empty() && subject_order_.front().first + kSixHours < now) {
         subjects_.erase(subject_order_.front().second);
         subject_order_.pop_front();

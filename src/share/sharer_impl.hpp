@@ -72,6 +72,7 @@ struct Peer {
     std::set<std::int64_t> credited_epochs; // epochs in which a record of theirs was credited
     std::set<std::int64_t> granted;         // our target epochs granted to them
     bool newcomer_grant = false;            // we gave first to them
+    bool publisher = false;                 // a batch of theirs passed binding and caps
 };
 
 struct Pending {
