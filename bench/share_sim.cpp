@@ -999,9 +999,8 @@ int Sim::run() {
         std::exponential_distribution<double> gap(addr_rate);
         std::uint64_t k = 0;
         std::size_t first = 0;
-        for (double t = gap(rng_);
-             t < events_end - 3 * o_.flush; // NOLINT(clang-analyzer-security.FloatLoopCounter)
-             t += gap(rng_), ++k) {
+        double t = gap(rng_);
+        while (t < events_end - 3 * o_.flush) {
             std::vector<int> active;
             for (int i : seers_all) {
                 if ((i == stopper_ && t >= o_.stop_at) ||
@@ -1030,6 +1029,8 @@ int Sim::run() {
                 });
                 when += 2 * o_.flush + 0.5 * o_.flush * static_cast<double>(rng_() % 4);
             }
+            t += gap(rng_);
+            ++k;
         }
         logf("schedule: %llu attacker addresses", static_cast<unsigned long long>(k));
     }
