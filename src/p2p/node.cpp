@@ -377,6 +377,10 @@ void collectShare(core::MetricsWriter& w, const share::Status& s, std::uint64_t 
     w.family("p2p_share_grants_total", "counter", "Key grants sent and received (decrypted)");
     w.sample(s.grants_sent, {{"direction", "sent"}});
     w.sample(s.grants_received, {{"direction", "received"}});
+    w.family("p2p_share_give_first_restarts_total", "counter",
+             "Times this node, publishing but holding no partner's key for an epoch, began "
+             "giving first again");
+    w.sample(s.give_first_restarts);
     w.family("p2p_share_bytes_total", "counter",
              "Share protocol bytes put (one copy) and received (capped by --p2p-max-bandwidth)");
     w.sample(s.bytes_put, {{"direction", "put"}});

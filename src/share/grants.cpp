@@ -31,6 +31,19 @@ void Impl::evaluateGrants() {
             ensureGrant(p, ce + 1);
         }
     }
+    // A publisher that holds no partner's key for this epoch or the last gives first again:
+    // otherwise a mesh in which everyone was late at once (nobody credited anyone, so
+    // nobody granted the next epoch) never recovers. Costs at most newcomer_grants grants
+    // per epoch while it lasts; a node that publishes nothing never gives first.
+    if (!newcomer_ && last_published_epoch_ >= ce - 1 && now >= start_s_ + epoch_s_ &&
+        std::none_of(peers_.begin(), peers_.end(), [ce](const auto& kv) {
+            return kv.second.keys.count(ce) != 0 || kv.second.keys.count(ce - 1) != 0;
+        })) {
+        newcomer_ = true;
+        start_s_ = now;
+        ++st_.give_first_restarts;
+        log("share: no partner key for an epoch while publishing: giving first again");
+    }
     if (!newcomer_) {
         return;
     }

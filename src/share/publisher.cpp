@@ -80,6 +80,7 @@ void Impl::maybeFlush() {
     putOwn(batchKey(ns_, b, hdr.s), v, (b + 1) * bucket_s_ + retention_s_);
     ++own_batches_in_bucket_[b];
     ++st_.batches_put;
+    last_published_epoch_ = e;
     st_.records_published += recs.size();
     for (const auto& r : recs) {
         std::string id(r.id.begin(), r.id.end());

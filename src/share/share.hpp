@@ -171,8 +171,11 @@ struct Status {
     std::uint64_t batches_received = 0; // accepted and decrypted
     std::uint64_t grants_sent = 0;
     std::uint64_t grants_received = 0; // accepted and decrypted
-    std::uint64_t bytes_put = 0;       // packed value sizes (one copy, not the 8 replicas)
-    std::uint64_t bytes_received = 0;  // packed sizes of values handed to this node
+    // Times this node, publishing but holding no partner's key for an epoch, began giving
+    // first again (how a mesh where everyone was late at once recovers).
+    std::uint64_t give_first_restarts = 0;
+    std::uint64_t bytes_put = 0;      // packed value sizes (one copy, not the 8 replicas)
+    std::uint64_t bytes_received = 0; // packed sizes of values handed to this node
     Rejections rejected;
     std::size_t pending_batches = 0; // waiting for a key
     std::size_t queued_records = 0;  // waiting for the next flush

@@ -881,3 +881,46 @@ TEST(ShareNet, CryptoTimings) {
 }
 
 } // namespace
+
+// Everyone late at once (here: both quiet for three epochs, so nobody credited anyone and
+// nobody granted the later epochs) must not end the exchange for good: a publisher holding
+// no partner's key for an epoch gives first again, and the pair recovers.
+TEST(ShareNet, StarvedPublishersGiveFirstAgain) {
+    auto o = testOptions();
+    o.epoch = 4s;
+    o.retention = 4s;
+    o.grant_interval = 200ms;
+    o.newcomer_epochs = 1;
+    Net net(2, 20, o);
+    auto& a = net[0];
+    auto& b = net[1];
+    std::uint32_t seq = 1;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, seq++);
+            publishFrom(b, 1000 + seq++);
+            return a.countFrom(pkOf(b)) > 0 && b.countFrom(pkOf(a)) > 0;
+        },
+        20s));
+    std::this_thread::sleep_for(13s); // three quiet epochs and a bit: every key is stale
+    auto sa = a.owned->status();
+    ASSERT_TRUE(sa.granted_by.empty())
+        << "the pair must have lost its keys: " << sp::share::statusJson(sa);
+    const auto before_a = a.countFrom(pkOf(b));
+    const auto before_b = b.countFrom(pkOf(a));
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, 5000 + seq++);
+            publishFrom(b, 6000 + seq++);
+            return a.countFrom(pkOf(b)) > before_a && b.countFrom(pkOf(a)) > before_b;
+        },
+        30s))
+        << sp::share::statusJson(a.owned->status());
+    // status() is a snapshot refreshed every 200 ms.
+    EXPECT_TRUE(waitFor(
+        [&] {
+            return a.owned->status().give_first_restarts + b.owned->status().give_first_restarts >=
+                   1;
+        },
+        2s));
+}

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <deque>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -173,7 +174,8 @@ private:
     std::deque<std::pair<std::int64_t, std::string>> subject_order_;
     std::map<std::int64_t, unsigned> own_batches_in_bucket_;
     std::uint64_t last_q_ = 0;
-    std::int64_t start_s_ = 0;
+    std::int64_t start_s_ = 0; // start, or when give-first mode last began
+    std::int64_t last_published_epoch_ = std::numeric_limits<std::int64_t>::min() / 2;
     std::int64_t last_flush_ms_ = 0;
     std::int64_t next_grant_ms_ = 0;
     std::int64_t next_expire_ms_ = 0;

@@ -99,7 +99,8 @@ std::string statusJson(const Status& s) {
     num(o, "pending", s.pending_batches, false);
     o += "},\"grants\":{";
     num(o, "sent", s.grants_sent);
-    num(o, "received", s.grants_received, false);
+    num(o, "received", s.grants_received);
+    num(o, "give_first_restarts", s.give_first_restarts, false);
     o += "},\"bytes\":{";
     num(o, "put", s.bytes_put);
     num(o, "received", s.bytes_received, false);
