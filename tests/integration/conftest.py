@@ -12,6 +12,7 @@ Every wait has a timeout, every socket a timeout, every process is killed at tea
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -124,6 +125,43 @@ def raise_nofile(wanted: int) -> tuple:
             pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {wanted} needed by this test")
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return old
+
+
+# --------------------------------------------------------------------------------------
+# Network namespaces
+# --------------------------------------------------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+
+
+def _setns_net(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def inside_netns(name: str):
+    """The calling thread enters network namespace /run/netns/NAME (setns(2)) for the block,
+    so every helper here (sockets, HTTP, the daemons and tools it starts: children are born
+    in the thread's namespace) works unchanged inside it; it goes back to its own on exit.
+    Only the calling thread moves: call it from the test's thread, not from a helper thread.
+    The caller creates and deletes the namespace (after leaving it)."""
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    entered = False
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            _setns_net(target)
+            entered = True
+        finally:
+            os.close(target)
+        yield name
+    finally:
+        if entered:
+            _setns_net(own)
+        os.close(own)
 
 
 # --------------------------------------------------------------------------------------

@@ -3,10 +3,13 @@ namespaces the test creates: the daemon's and an attacker's, joined by a veth pa
 IPv4 and IPv6 documentation addresses. The attacker probes with sipp; the test then checks
 from the attacker's side that TCP connections and pings are dropped (and the drop rule's
 counter rises), that an allow-listed attacker address still passes, the element timeouts,
-expiry, restart, --nft-set-only, --nft-keep and the missing-capability exit.
+expiry, restart, --nft-set-only, --nft-keep and the missing-capability exit. Then peer
+evidence: three daemons sharing over a loopback DHT in the daemon's namespace, where an
+address reported by one peer is not blocked and one reported by two peers is.
 
 Needs root (network namespaces, nftables), ip, nft, sipp, ping, curl, setpriv; each missing
-one skips with the reason.
+one skips with the reason. The peer test is marked slow (about 10 s: DHT formation, RSA keys,
+the first key grants).
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, require_tool, run_tool, sentrypeer_bin
+from conftest import Daemon, inside_netns, require_tool, run_tool, sentrypeer_bin
+from test_p2p import free_udp_port, http_get, private_network, start_node, wait_network
+from test_share_e2e import SHARE_ARGS, probe as share_probe
 
 D4, A4, ALLOWED4 = "203.0.113.1", "203.0.113.10", "203.0.113.11"
 D6, A6, ALLOWED6 = "2001:db8:5::1", "2001:db8:5::10", "2001:db8:5::11"
@@ -437,3 +444,129 @@ def test_without_cap_net_admin_one_line_and_exit_1(net, tmp_path):
     assert len(lines) == 1, res.stderr
     assert "--nft" in lines[0] and "CAP_NET_ADMIN" in lines[0], lines[0]
     assert net.table("sentrypeer") is None
+
+
+# Peer evidence (3 nodes over a loopback DHT in the daemon's namespace). The nodes' own
+# contributions come from loopback sources (never blocked: C's set holds only what the peer
+# reports make blockable); X and Y are put on lo only after the daemons started (the policy
+# never blocks the node's own interface addresses, read at startup).
+PEER_CONTRIBUTORS = {"A": "127.0.0.21", "B": "127.0.0.22", "C": "127.0.0.23"}
+PEER_X, PEER_Y = "198.51.100.31", "198.51.100.32"
+PEER_STORE_TIMEOUT = 20.0  # first key grants between three fresh nodes (test_share_e2e: 10 s)
+PEER_BLOCK_TIMEOUT = 15.0  # Y's second report to Y in C's set
+
+
+def tcp_from(src: str, port: int, timeout: float) -> bool:
+    """A TCP connection from `src` (a local address) to 127.0.0.1:port opens."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.bind((src, 0))
+            s.connect(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.mark.slow
+def test_peer_address_blocked_only_with_two_reporters(net, make_daemon):
+    """Nodes A, B and C share over a private loopback DHT (share to receive, credit L0); C runs
+    --nft under the default --peer-min-reporters 2. All three contribute a probe (C receives
+    only as a contributor, A and B report only what C can decrypt once they granted it their
+    keys). X probes only A, twice: C stores X's two peer events (one verified reporter) and
+    does not block it. Y probes A and B: C stores two peer events from two distinct verified
+    reporters and blocks Y (in ipv4_addr, /block/status, /metrics, and Y's TCP to C is
+    dropped while X's passes)."""
+    t_start = time.monotonic()
+    with inside_netns(net.d):
+        ports = [free_udp_port() for _ in range(3)]
+        network = private_network()
+        nodes = {}
+        for i, name in enumerate("ABC"):
+            extra = [*SHARE_ARGS] + (["--nft"] if name == "C" else [])
+            nodes[name] = start_node(make_daemon, name, network,
+                                     [ports[1]] if i == 0 else [ports[0]],
+                                     dht_port=ports[i], extra=extra)
+        a, b, c = nodes["A"], nodes["B"], nodes["C"]
+        wait_network(list(nodes.values()), min_peers=2)
+        ids = {n: node.status()["identity"] for n, node in nodes.items()}
+        assert net.elements("sentrypeer", "ipv4_addr") == {}, "C's set not empty at start"
+
+        # Everyone contributes; C stores A's and B's contributions as peer events.
+        tag = uuid.uuid4().hex[:6]
+        numbers = {n: f"4476{i}{int(tag, 16) % 10**7:07d}" for i, n in enumerate("ABCXY")}
+        for n, node in nodes.items():
+            share_probe(node, PEER_CONTRIBUTORS[n], numbers[n], f"nft-peer-{tag}")
+
+        def c_peer_rows(where, params):
+            return c.d.rows(f"{where} AND origin = 'peer'", params) if c.d.db_path.exists() \
+                else []
+
+        def contributors_at_c():
+            return all(c_peer_rows("called_number = ?", (numbers[n],)) for n in "AB")
+
+        t0 = time.monotonic()
+        deadline = t0 + PEER_STORE_TIMEOUT
+        while not contributors_at_c():
+            if time.monotonic() > deadline:
+                pytest.fail(f"C did not store A's and B's contributions within "
+                            f"{PEER_STORE_TIMEOUT}s: {c.status()['share']}")
+            time.sleep(0.1)
+        print(f"contributions at C after {time.monotonic() - t0:.1f}s")
+
+        for addr in (PEER_X, PEER_Y):
+            net.in_d(net.tools["ip"], "addr", "add", f"{addr}/32", "dev", "lo")
+
+        # X probes A only (twice, two numbers: two peer events, one reporter): C receives
+        # them from one verified reporter and does not block X.
+        share_probe(a, PEER_X, numbers["X"], f"nft-peer-{tag}-x")
+        share_probe(a, PEER_X, numbers["X"] + "1", f"nft-peer-{tag}-x")
+        deadline = time.monotonic() + PEER_STORE_TIMEOUT
+        while len(c_peer_rows("source_ip = ?", (PEER_X,))) < 2:
+            if time.monotonic() > deadline:
+                pytest.fail(f"C did not store X's peer event within {PEER_STORE_TIMEOUT}s: "
+                            f"{c.status()['share']}")
+            time.sleep(0.05)
+        rows = c_peer_rows("source_ip = ?", (PEER_X,))
+        assert [r["reporter"] for r in rows] == [ids["A"]] * 2, rows
+        code, body = http_get(c.api_port, f"/ip-addresses/{PEER_X}")
+        assert code == 200 and PEER_X in body, (code, body)
+        time.sleep(0.5)  # several 100 ms batches: it would be in the set by now
+        assert PEER_X not in net.elements("sentrypeer", "ipv4_addr"), \
+            "an address reported by one peer was blocked under --peer-min-reporters 2"
+
+        # Y probes A and B: two distinct verified reporters, blocked.
+        share_probe(a, PEER_Y, numbers["Y"], f"nft-peer-{tag}-y")
+        share_probe(b, PEER_Y, numbers["Y"], f"nft-peer-{tag}-y")
+        t_y = time.monotonic()
+        deadline = t_y + PEER_BLOCK_TIMEOUT
+        while PEER_Y not in net.elements("sentrypeer", "ipv4_addr"):
+            if time.monotonic() > deadline:
+                rows = c_peer_rows("source_ip = ?", (PEER_Y,))
+                pytest.fail(f"{PEER_Y}, reported by A and B, not in C's set within "
+                            f"{PEER_BLOCK_TIMEOUT}s; C's rows: "
+                            f"{[(r['origin'], r['reporter']) for r in rows]}; "
+                            f"status: {http_get(c.api_port, '/block/status')[1]}")
+            time.sleep(0.05)
+        print(f"Y in C's set {time.monotonic() - t_y:.1f}s after its probes")
+        reporters = {r["reporter"] for r in c_peer_rows("source_ip = ?", (PEER_Y,))}
+        assert reporters == {ids["A"], ids["B"]}, reporters
+        assert not c.d.rows("source_ip IN (?, ?) AND origin = 'local'", (PEER_X, PEER_Y))
+        # X's one report was in C's index before both of Y's: still not blocked.
+        elements = net.elements("sentrypeer", "ipv4_addr")
+        assert set(elements) == {PEER_Y}, elements
+        assert net.elements("sentrypeer", "ipv6_addr") == {}
+
+        code, body = http_get(c.api_port, "/block/status")
+        status = json.loads(body)
+        assert code == 200 and status["elements"] == {"ipv4_addr": 1, "ipv6_addr": 0}, status
+        assert status["errors"] == 0 and status["adds"] == 1, status
+        metrics = c.metrics()
+        assert 'sentrypeer_nft_elements{set="ipv4_addr"} 1' in metrics
+        ignored = re.search(r"^sentrypeer_block_peer_evidence_ignored_total (\d+)$", metrics,
+                            re.M)
+        assert ignored and int(ignored.group(1)) >= 1, metrics
+        # The drop rule applies: Y cannot open a TCP connection to C, X can.
+        assert not tcp_from(PEER_Y, c.d.sip_port, 0.5), "Y's TCP to C not dropped"
+        assert tcp_from(PEER_X, c.d.sip_port, 2.0), "X's TCP to C refused"
+    print(f"test wall time {time.monotonic() - t_start:.1f}s")

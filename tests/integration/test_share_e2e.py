@@ -18,7 +18,7 @@ up), where `tcpdump -i lo` records every DHT packet:
 5. two verified reporters (nodes 1 and 2 both probed from one address) make that address
    exportable at node 3 under the default --peer-min-reporters 2.
 
-The test thread enters the namespace (setns(2) through ctypes) so that every helper of
+The test thread enters the namespace (conftest.inside_netns, setns(2)) so that every helper of
 conftest.py (sockets, HTTP, subprocesses) works unchanged inside it; it goes back to its
 own namespace and deletes the namespace in the fixture's teardown.
 
@@ -28,7 +28,6 @@ Run: /usr/bin/python3 -m pytest tests/integration/test_share_e2e.py -v -s
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import subprocess
@@ -38,13 +37,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UdpClient, new_call_id
+from conftest import UdpClient, inside_netns, new_call_id
 from test_p2p import (compact, free_udp_port, http_get, opendht_peers,  # noqa: F401 (fixture)
                       private_network, sentrypeer_event, start_node, wait_network, wait_until)
 
 pytestmark = pytest.mark.slow
 
-CLONE_NEWNET = 0x40000000
 SHARE_ARGS = ["--p2p-epoch", "60s", "--p2p-bucket", "10s", "--p2p-flush", "1s",
               "--p2p-credit", "L0"]
 STORE_TIMEOUT = 10.0  # the issue's bound: a probe is in every contributor's database by then
@@ -53,13 +51,6 @@ SOURCES = {1: "203.0.113.11", 2: "203.0.113.12", 3: "203.0.113.13", 4: "203.0.11
 SHARED_SOURCE = "203.0.113.50"  # probed at nodes 1 and 2: two verified reporters
 ALLOWED_SOURCE = "198.51.100.7"  # likewise, but inside node 3's --allow 198.51.100.0/24
 LOOPBACK_SOURCE = "127.0.0.1"  # likewise, but on the built-in never-block list
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 @pytest.fixture
@@ -75,24 +66,14 @@ def netns():
         pytest.skip(msg)
     name = f"sp-share-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    entered = False
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
         for addr in SOURCES.values():
             subprocess.run(["ip", "-n", name, "addr", "add", f"{addr}/32", "dev", "lo"],
                            check=True, timeout=10)
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            _setns(target)
-            entered = True
-        finally:
-            os.close(target)
-        yield name
+        with inside_netns(name):
+            yield name
     finally:
-        if entered:
-            _setns(own)
-        os.close(own)
         subprocess.run(["ip", "netns", "del", name], timeout=10)
 
 
