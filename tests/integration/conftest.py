@@ -164,6 +164,17 @@ def inside_netns(name: str):
         os.close(own)
 
 
+def stop_process(proc: "subprocess.Popen", grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 # --------------------------------------------------------------------------------------
 # Ports
 # --------------------------------------------------------------------------------------
@@ -793,10 +804,5 @@ class Rsyslog:
             time.sleep(0.05)
 
     def __exit__(self, *exc):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc:
+            stop_process(self.proc)

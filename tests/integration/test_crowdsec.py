@@ -16,8 +16,6 @@ as it does against CrowdSec's LAPI.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_tool, sip_request
+from conftest import inside_netns, run_tool, sip_request, stop_process
 from test_api import api_daemon_obj, http_request
 
 KEY = "sentrypeer-test-bouncer-key-1"
@@ -38,26 +36,6 @@ ATTACKER = "203.0.113.7"
 ATTACKER6 = "2001:db8::7"
 CLEAN = "203.0.113.8"
 BLOCK_S = 6
-CLONE_NEWNET = 0x40000000
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextlib.contextmanager
-def netns(name: str):
-    """This thread in network namespace `name` (sockets made and processes started here
-    belong to it), back to the original one afterwards."""
-    orig = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        yield
-    finally:
-        _libc.setns(orig, CLONE_NEWNET)
-        os.close(target)
-        os.close(orig)
-
 
 def need_tools():
     if os.geteuid() != 0:
@@ -139,7 +117,7 @@ def probe(ns: str, src: str, port: int):
     """One SIP OPTIONS from `src` (on the namespace's lo) to the daemon."""
     fam = socket.AF_INET6 if ":" in src else socket.AF_INET
     dst = "::1" if fam == socket.AF_INET6 else "127.0.0.1"
-    with netns(ns), socket.socket(fam, socket.SOCK_DGRAM) as s:
+    with inside_netns(ns), socket.socket(fam, socket.SOCK_DGRAM) as s:
         s.bind((src, 0))
         host = f"[{dst}]" if fam == socket.AF_INET6 else dst
         s.sendto(sip_request("OPTIONS", dst_port=port, dst_host=host,
@@ -148,7 +126,7 @@ def probe(ns: str, src: str, port: int):
 
 
 def tcp_connects(ns: str, src: str, port: int, timeout: float = 0.5) -> bool:
-    with netns(ns), socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with inside_netns(ns), socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.bind((src, 0))
         try:
@@ -170,7 +148,7 @@ class Proc:
     def __init__(self, ns: str, cmd: list, log: Path):
         self.log = log
         self.fh = open(log, "wb")
-        with netns(ns):
+        with inside_netns(ns):
             self.p = subprocess.Popen(cmd, stdout=self.fh, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL)
 
@@ -178,13 +156,7 @@ class Proc:
         return self.log.read_text(errors="replace")
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()  # daemonize: true -> the bouncer removes its tables
-            try:
-                self.p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(timeout=5)
+        stop_process(self.p)  # SIGTERM: with daemonize: true the bouncer removes its tables
         self.fh.close()
 
 
@@ -202,13 +174,13 @@ def lab(tmp_path):
     try:
         r = sh(ns, "ip", "link", "set", "lo", "up")
         assert r.returncode == 0, r.stderr
-        with netns(ns):
+        with inside_netns(ns):
             daemon = api_daemon_obj(tmp_path / "d", args=[
                 "--bouncer-key", KEY, "--bouncer-key", CUSTOM_KEY,
                 "--block-time", f"{BLOCK_S}s", "--sip-listen", "[::1]:0"])
         # The v6 listener on the same port as v4 (free: the namespace is new).
         daemon.cmd[daemon.cmd.index("[::1]:0")] = f"[::1]:{daemon.sip_port}"
-        with netns(ns):
+        with inside_netns(ns):
             daemon.start()
         # The attacker addresses come after the daemon read the interface addresses: the
         # blocking policy never blocks the node's own addresses (SIGHUP would re-read them).
@@ -286,7 +258,7 @@ prometheus:
     assert text.index(f"add {ATTACKER} ") < text.index(f"del {ATTACKER} "), text
     assert fw.p.poll() is None and custom.p.poll() is None, "a bouncer exited"
     # Both keys have a cursor.
-    with netns(ns):
+    with inside_netns(ns):
         m = http_request(d.api_port, "/metrics").body.decode()
     assert "sentrypeer_decisions_keys_tracked 2" in m, m
 
@@ -304,7 +276,7 @@ def test_wrong_key_makes_the_firewall_bouncer_exit_at_startup(lab):
     assert rc == 0, log
     assert 'level=error msg="API error: access forbidden"' in log, log
     assert sh(ns, "nft", "list", "table", "ip", f"{tag}4").returncode != 0, "tables left behind"
-    with netns(ns):
+    with inside_netns(ns):
         r = http_request(d.api_port, "/v1/decisions/stream?startup=true",
                          headers={"X-Api-Key": "wrong-key-000000"})
     assert r.status == 403 and r.body == b'{"message":"access forbidden"}', r

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, require_tool, run_tool
+from conftest import Daemon, require_tool, run_tool, stop_process
 from test_exports import insert_local_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,13 +134,8 @@ class Proc:
 
     def stop(self):
         if self.p.poll() is None:
-            self.p.send_signal(signal.SIGCONT)
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
+            self.p.send_signal(signal.SIGCONT)  # a test may have stopped it
+        stop_process(self.p)
         self.fh.close()
 
     def text(self) -> str:

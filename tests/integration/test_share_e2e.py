@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UdpClient, inside_netns, new_call_id
+from conftest import UdpClient, inside_netns, new_call_id, stop_process
 from test_p2p import (compact, free_udp_port, http_get, opendht_peers,  # noqa: F401 (fixture)
                       private_network, sentrypeer_event, start_node, wait_network, wait_until)
 
@@ -93,13 +93,7 @@ class Capture:
             time.sleep(0.05)
 
     def stop(self) -> bytes:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         return self.path.read_bytes()
 
 
