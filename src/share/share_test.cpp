@@ -546,12 +546,17 @@ bool contains(const std::vector<std::string>& v, const std::string& x) {
 }
 
 // Two contributors give first, then grant each other and decrypt each other's records; a
-// listen-only node (a Sharer that never publishes) decrypts nothing.
+// listen-only node (a Sharer that never publishes) decrypts nothing. The clock is held in
+// epoch e0, then moved to its last quarter (next-epoch grants) and to e0 + 1.
 TEST(ShareNet, ContributorsExchangeListenOnlyGetsNothing) {
-    Net net(3, 0, testOptions());
+    auto o = testOptions();
+    o.epoch = 60s;
+    constexpr std::int64_t kEpochMs = 60000;
+    Net net(3, 0, o, {}, {}, kEpochMs);
     auto& a = net[0];
     auto& b = net[1];
     auto& l = net[2];
+    std::int64_t e0 = d::floorDiv(net.clock.nowMs(), kEpochMs);
     std::uint32_t seq = 1;
     bool both = waitFor(
         [&] {
@@ -582,24 +587,54 @@ TEST(ShareNet, ContributorsExchangeListenOnlyGetsNothing) {
                     static_cast<long long>(b.latency_ms.back()));
         EXPECT_LT(b.latency_ms.back(), 5000 * kSlow);
     }
+    ASSERT_EQ(d::floorDiv(net.clock.nowMs(), kEpochMs), e0) << "the exchange took the held epoch";
     auto sa = a.owned->status();
     auto sb = b.owned->status();
     EXPECT_TRUE(contains(sa.granted_to, pkOf(b)));
     EXPECT_TRUE(contains(sa.granted_by, pkOf(b)));
     EXPECT_TRUE(contains(sb.granted_to, pkOf(a)));
-    EXPECT_FALSE(sa.newcomer);
     EXPECT_GT(sb.records_credited, 0U);
     EXPECT_GT(sb.bytes_received, 0U);
     EXPECT_GT(sa.bytes_put, 0U);
     EXPECT_EQ(sb.rejected.duplicate + sb.rejected.replay + sb.rejected.binding, 0U)
         << sp::share::statusJson(sb);
-    // The listen-only node is nobody's partner and decrypts nothing, past the first epoch too.
-    std::this_thread::sleep_for(6s);
+    // In e0's last quarter the next epoch's grants cross: A leaves newcomer mode (a grant from a
+    // node it granted to; the first grants may have crossed the other way round).
+    net.clock.jumpTo(e0 * kEpochMs + kEpochMs * 3 / 4 + 50, (e0 + 1) * kEpochMs);
+    EXPECT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, seq++);
+            publishFrom(b, 1000 + seq++);
+            return !a.owned->status().newcomer;
+        },
+        20s))
+        << sp::share::statusJson(a.owned->status());
+    // The listen-only node is nobody's partner and decrypts nothing, past the first epoch too
+    // (it receives the batches: they wait for a key).
+    std::int64_t e1_ms = (e0 + 1) * kEpochMs;
+    net.clock.jumpTo(e1_ms + 50, e1_ms + kEpochMs);
+    std::size_t b_from_a_e1 = 0;
+    EXPECT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, seq++);
+            publishFrom(b, 1000 + seq++);
+            std::lock_guard lk(b.mu);
+            b_from_a_e1 = 0;
+            for (const auto& g : b.got) {
+                for (const auto& [k, v] : g.record.attributes) {
+                    b_from_a_e1 += k == "sent_ms" && std::stoll(v) >= e1_ms;
+                }
+            }
+            return b_from_a_e1 >= 5 && l.owned->status().pending_batches > 0;
+        },
+        20s))
+        << b_from_a_e1 << " records of e0 + 1 at B\n"
+        << sp::share::statusJson(l.owned->status());
     EXPECT_EQ(l.total(), 0U);
     auto sl = l.owned->status();
     EXPECT_TRUE(sl.granted_by.empty());
-    EXPECT_FALSE(contains(sa.granted_to, pkOf(l)));
-    EXPECT_GT(sl.pending_batches + sl.rejected.no_key_expired, 0U) << sp::share::statusJson(sl);
+    EXPECT_FALSE(contains(a.owned->status().granted_to, pkOf(l)));
+    EXPECT_FALSE(contains(b.owned->status().granted_to, pkOf(l)));
     std::printf("[ share ] status A: %s\n", sp::share::statusJson(a.owned->status()).c_str());
 }
 
