@@ -705,25 +705,39 @@ TEST(ShareNet, TamperedReplayedMisboundAndOverCapRejected) {
         << "the exchange above took most of the held epoch";
     publishFrom(a, 9000);
     auto key = d::batchKey(ns, cb, d::shardOf(a.id.second->getId(), o.shards));
-    std::shared_ptr<dht::Value> genuine;
+    // A's value, got by F. The get's callbacks run on F's DHT thread, possibly after a wait
+    // below gave up: they share only `found` with the test.
+    struct Found {
+        std::mutex mu;
+        std::shared_ptr<dht::Value> value;
+    };
+    auto found = std::make_shared<Found>();
+    auto a_id = a.id.second->getId();
     ASSERT_TRUE(waitFor(
         [&] {
-            std::atomic<bool> done{false};
+            auto done = std::make_shared<std::atomic<bool>>(false);
             f.runner.get(
                 key,
-                [&](const std::vector<std::shared_ptr<dht::Value>>& vals) {
+                [found, a_id](const std::vector<std::shared_ptr<dht::Value>>& vals) {
                     for (const auto& v : vals) {
-                        if (v->owner && v->owner->getId() == a.id.second->getId()) {
-                            genuine = v;
+                        if (v->owner && v->owner->getId() == a_id) {
+                            std::lock_guard lk(found->mu);
+                            found->value = v;
                         }
                     }
                     return true;
                 },
-                [&](bool) { done = true; });
-            waitFor([&] { return done.load(); }, 3s);
-            return genuine != nullptr;
+                [done](bool) { *done = true; });
+            waitFor([&] { return done->load(); }, 3s);
+            std::lock_guard lk(found->mu);
+            return found->value != nullptr;
         },
         5s));
+    std::shared_ptr<dht::Value> genuine;
+    {
+        std::lock_guard lk(found->mu);
+        genuine = found->value;
+    }
     ASSERT_TRUE(waitFor([&] { return received(b, 9000) == 1; }, 5s));
     auto s0 = b.owned->status();
     auto copyOf = [&](const std::shared_ptr<dht::Value>& v) {
