@@ -1,6 +1,7 @@
 // The receive pipeline for batches (docs/P2P.md, "Share to receive (RCP1)"): signature,
 // binding, replay, caps, key (or wait), AES-GCM + context, records (schema, time, dedupe),
 // then credit. Every rejection is counted by reason; nothing here throws past run().
+#include <algorithm>
 #include <cstdlib>
 
 #include "share/sharer_impl.hpp"
@@ -123,7 +124,7 @@ void Impl::openBatch(Peer& p, const BatchValue& bv) {
             seen_records_.erase(seen_order_.front());
             seen_order_.pop_front();
         }
-        bool credited = creditRecord(p, r);
+        bool credited = creditRecord(p, r, bv.hdr.e);
         ++st_.records_delivered;
         if (cb_.deliver) {
             cb_.deliver(Delivered{std::move(r), publisher, credited});
@@ -135,10 +136,13 @@ bool Impl::l2Ok(const Peer& p) const {
     return o_.credit != Credit::L2 || (p.stamp_ok && nowS() - p.first_seen >= epoch_s_);
 }
 
-void Impl::creditPeer(Peer& p) {
+// Credits `p` in epoch `e`: the epoch of the credited batch (at most the current one), not the
+// epoch in which it is opened, so a batch received late or decrypted once a key came does not
+// extend its publisher's grants (a node that stops in e holds no key for e + 2).
+void Impl::creditPeer(Peer& p, std::int64_t e) {
     std::int64_t ce = epochOf(nowS());
     bool was = isQualified(p);
-    p.credited_epochs.insert(ce);
+    p.credited_epochs.insert(std::min(e, ce));
     ++st_.records_credited;
     if (!was || !p.granted.count(ce)) {
         grant_now_ = true;
@@ -147,9 +151,9 @@ void Impl::creditPeer(Peer& p) {
 
 // L0: every valid record. L1/L2: the first report of a subject here, once it is confirmed
 // (locally, or later by a qualified publisher or trust anchor reporting it too).
-bool Impl::creditRecord(Peer& p, const Record& r) {
+bool Impl::creditRecord(Peer& p, const Record& r, std::int64_t e) {
     if (o_.credit == Credit::L0) {
-        creditPeer(p);
+        creditPeer(p, e);
         return true;
     }
     std::int64_t now = nowS();
@@ -169,7 +173,7 @@ bool Impl::creditRecord(Peer& p, const Record& r) {
             auto first = peers_.find(s.first);
             if (first != peers_.end() && l2Ok(first->second)) {
                 s.credited = true;
-                creditPeer(first->second);
+                creditPeer(first->second, epochOf(now)); // confirmed now (docs/P2P.md)
             }
         }
         return false;
@@ -179,7 +183,7 @@ bool Impl::creditRecord(Peer& p, const Record& r) {
     }
     if (cb_.confirmed && cb_.confirmed(r.subject, r.time)) {
         s.credited = true;
-        creditPeer(p);
+        creditPeer(p, e);
         return true;
     }
     return false;

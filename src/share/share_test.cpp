@@ -8,6 +8,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <random>
@@ -47,7 +48,14 @@ const dht::crypto::Identity& fixture(std::size_t i) {
     return it->second;
 }
 
-Record makeRecord(std::uint32_t n, const std::string& subject) {
+std::int64_t realMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// `time_s`: the record's time (unix s); default now.
+Record makeRecord(std::uint32_t n, const std::string& subject, std::int64_t time_s = -1) {
     Record r;
     std::mt19937 rng(n * 7919U + 17U);
     for (auto& b : r.id) {
@@ -55,22 +63,33 @@ Record makeRecord(std::uint32_t n, const std::string& subject) {
     }
     r.id[0] = static_cast<std::uint8_t>(n & 0xff);
     r.id[1] = static_cast<std::uint8_t>((n >> 8) & 0xff);
-    r.time = std::chrono::duration_cast<std::chrono::seconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
+    r.time = time_s >= 0 ? time_s : realMs() / 1000;
     r.subject = subject;
     r.attributes = {{"called_number", "100"}, {"user_agent", "friendly-scanner"}};
     return r;
 }
 
-std::int64_t nowMs() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
+// Deadlines scale with the build: the sanitizers slow this code (not OpenDHT's, which is not
+// instrumented) several-fold. A deadline only bounds how long a failing test takes.
+#if defined(__SANITIZE_THREAD__)
+constexpr int kSlow = 4;
+#elif defined(__SANITIZE_ADDRESS__)
+constexpr int kSlow = 2;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr int kSlow = 4;
+#elif __has_feature(address_sanitizer)
+constexpr int kSlow = 2;
+#else
+constexpr int kSlow = 1;
+#endif
+#else
+constexpr int kSlow = 1;
+#endif
 
+// Waits until pred() (polled every 20 ms) or the deadline (limit x kSlow); returns pred().
 template <class P> bool waitFor(P pred, std::chrono::milliseconds limit) {
-    auto end = SteadyClock::now() + limit;
+    auto end = SteadyClock::now() + limit * kSlow;
     while (SteadyClock::now() < end) {
         if (pred()) {
             return true;
@@ -319,8 +338,46 @@ TEST(ShareSharer, RejectsEcIdentityBadOptionsAndForeignRunner) {
 
 constexpr dht::NetId kNet = 0x52435054; // private network id
 
+// The nodes' clock (Options::now of every Sharer of a Net): the real clock plus an offset
+// the test moves forward, held below a limit. A test that depends on the epoch or bucket in
+// which something happens moves the clock to the boundary it wants and holds it there, so
+// epochs and buckets change only when the test says so, however slow the machine is
+// (sanitizers, a loaded CI runner). Unheld (the default) it is the real clock. Any thread.
+class TestClock {
+public:
+    std::int64_t nowMs() const {
+        std::lock_guard lk(mu_);
+        return std::min(realMs() + offset_ms_, limit_ms_);
+    }
+    std::int64_t nowS() const { return d::floorDiv(nowMs(), 1000); }
+    // Moves the clock to `at_ms` (never backwards) and holds it below `limit_ms`.
+    void jumpTo(std::int64_t at_ms, std::int64_t limit_ms) {
+        std::lock_guard lk(mu_);
+        std::int64_t real = realMs();
+        at_ms = std::max(at_ms, std::min(real + offset_ms_, limit_ms_));
+        offset_ms_ = at_ms - real;
+        limit_ms_ = std::max(limit_ms - 1, at_ms);
+    }
+    // Moves the clock 50 ms into the next period (of `period_ms`) and holds it there.
+    void holdNext(std::int64_t period_ms) {
+        std::int64_t next = (d::floorDiv(nowMs(), period_ms) + 1) * period_ms;
+        jumpTo(next + 50, next + period_ms);
+    }
+    std::function<std::chrono::system_clock::time_point()> fn() {
+        return [this] {
+            return std::chrono::system_clock::time_point(std::chrono::milliseconds(nowMs()));
+        };
+    }
+
+private:
+    mutable std::mutex mu_;
+    std::int64_t offset_ms_ = 0;
+    std::int64_t limit_ms_ = std::numeric_limits<std::int64_t>::max();
+};
+
 struct Node {
     std::string name;
+    TestClock* clock = nullptr;
     dht::DhtRunner runner;
     dht::crypto::Identity id;
     std::atomic<Sharer*> sharer{nullptr};
@@ -373,7 +430,7 @@ void startRunner(Node& n, in_port_t boot) {
 Options testOptions() {
     Options o;
     o.app = "test";
-    o.network = static_cast<std::uint64_t>(nowMs()); // a fresh namespace per test
+    o.network = static_cast<std::uint64_t>(realMs()); // a fresh namespace per test
     o.epoch = 6s;
     o.bucket = 1s;
     o.flush = 200ms;
@@ -385,17 +442,22 @@ Options testOptions() {
 }
 
 // n nodes: fixtures [first, first+n), connected, each with a Sharer (started) unless
-// `raw` lists its index.
+// `raw` lists its index. Every Sharer's Options::now is `clock`; with `hold_ms` > 0 the clock
+// is moved to the start of the next period of hold_ms (an epoch, an hour) and held in it
+// before the Sharers start. `base`: the options with the clock (for Sharers a test starts).
 struct Net {
+    TestClock clock;
     std::vector<std::unique_ptr<Node>> nodes;
     Options base;
 
     Net(std::size_t n, std::size_t first, Options o,
         const std::function<void(std::size_t, Options&)>& tweak = {},
-        std::vector<std::size_t> raw = {})
-        : base(o) {
+        std::vector<std::size_t> raw = {}, std::int64_t hold_ms = 0)
+        : base(std::move(o)) {
+        base.now = clock.fn();
         for (std::size_t i = 0; i < n; ++i) {
             auto node = std::make_unique<Node>();
+            node->clock = &clock;
             node->name = std::string(1, static_cast<char>('A' + i));
             node->id = fixture(first + i);
             startRunner(*node, i == 0 ? 0 : nodes[0]->runner.getBoundPort());
@@ -412,11 +474,14 @@ struct Net {
             },
             15s);
         EXPECT_TRUE(connected);
+        if (hold_ms > 0) {
+            clock.holdNext(hold_ms);
+        }
         for (std::size_t i = 0; i < n; ++i) {
             if (std::find(raw.begin(), raw.end(), i) != raw.end()) {
                 continue;
             }
-            Options oi = o;
+            Options oi = base;
             if (tweak) {
                 tweak(i, oi);
             }
@@ -426,7 +491,7 @@ struct Net {
                 std::lock_guard lk(np->mu);
                 for (const auto& [k, v] : dl.record.attributes) {
                     if (k == "sent_ms") {
-                        np->latency_ms.push_back(nowMs() - std::stoll(v));
+                        np->latency_ms.push_back(np->clock->nowMs() - std::stoll(v));
                     }
                 }
                 np->got.push_back(std::move(dl));
@@ -457,10 +522,23 @@ std::string pkOf(Node& n) {
     return sp::share::pkId(n.id);
 }
 
+// Publishes record `seq` (time and "sent_ms" from the node's clock).
 void publishFrom(Node& n, std::uint32_t seq) {
-    auto r = makeRecord(seq, "203.0.113." + std::to_string(seq % 250));
-    r.attributes.emplace_back("sent_ms", std::to_string(nowMs()));
+    std::int64_t ms = n.clock->nowMs();
+    auto r = makeRecord(seq, "203.0.113." + std::to_string(seq % 250), d::floorDiv(ms, 1000));
+    r.attributes.emplace_back("sent_ms", std::to_string(ms));
     n.owned->publish(std::move(r));
+}
+
+// How many records of `n` (makeRecord's id) `node` received.
+std::size_t received(Node& node, std::uint32_t n) {
+    auto id = makeRecord(n, "x").id;
+    std::lock_guard lk(node.mu);
+    std::size_t c = 0;
+    for (const auto& g : node.got) {
+        c += g.record.id == id;
+    }
+    return c;
 }
 
 bool contains(const std::vector<std::string>& v, const std::string& x) {
@@ -468,12 +546,17 @@ bool contains(const std::vector<std::string>& v, const std::string& x) {
 }
 
 // Two contributors give first, then grant each other and decrypt each other's records; a
-// listen-only node (a Sharer that never publishes) decrypts nothing.
+// listen-only node (a Sharer that never publishes) decrypts nothing. The clock is held in
+// epoch e0, then moved to its last quarter (next-epoch grants) and to e0 + 1.
 TEST(ShareNet, ContributorsExchangeListenOnlyGetsNothing) {
-    Net net(3, 0, testOptions());
+    auto o = testOptions();
+    o.epoch = 60s;
+    constexpr std::int64_t kEpochMs = 60000;
+    Net net(3, 0, o, {}, {}, kEpochMs);
     auto& a = net[0];
     auto& b = net[1];
     auto& l = net[2];
+    std::int64_t e0 = d::floorDiv(net.clock.nowMs(), kEpochMs);
     std::uint32_t seq = 1;
     bool both = waitFor(
         [&] {
@@ -502,26 +585,56 @@ TEST(ShareNet, ContributorsExchangeListenOnlyGetsNothing) {
         std::printf("[ share ] delivery latency A->B (flush 200 ms): p50 %lld ms, max %lld ms\n",
                     static_cast<long long>(b.latency_ms[b.latency_ms.size() / 2]),
                     static_cast<long long>(b.latency_ms.back()));
-        EXPECT_LT(b.latency_ms.back(), 5000);
+        EXPECT_LT(b.latency_ms.back(), 5000 * kSlow);
     }
+    ASSERT_EQ(d::floorDiv(net.clock.nowMs(), kEpochMs), e0) << "the exchange took the held epoch";
     auto sa = a.owned->status();
     auto sb = b.owned->status();
     EXPECT_TRUE(contains(sa.granted_to, pkOf(b)));
     EXPECT_TRUE(contains(sa.granted_by, pkOf(b)));
     EXPECT_TRUE(contains(sb.granted_to, pkOf(a)));
-    EXPECT_FALSE(sa.newcomer);
     EXPECT_GT(sb.records_credited, 0U);
     EXPECT_GT(sb.bytes_received, 0U);
     EXPECT_GT(sa.bytes_put, 0U);
     EXPECT_EQ(sb.rejected.duplicate + sb.rejected.replay + sb.rejected.binding, 0U)
         << sp::share::statusJson(sb);
-    // The listen-only node is nobody's partner and decrypts nothing, past the first epoch too.
-    std::this_thread::sleep_for(6s);
+    // In e0's last quarter the next epoch's grants cross: A leaves newcomer mode (a grant from a
+    // node it granted to; the first grants may have crossed the other way round).
+    net.clock.jumpTo(e0 * kEpochMs + kEpochMs * 3 / 4 + 50, (e0 + 1) * kEpochMs);
+    EXPECT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, seq++);
+            publishFrom(b, 1000 + seq++);
+            return !a.owned->status().newcomer;
+        },
+        20s))
+        << sp::share::statusJson(a.owned->status());
+    // The listen-only node is nobody's partner and decrypts nothing, past the first epoch too
+    // (it receives the batches: they wait for a key).
+    std::int64_t e1_ms = (e0 + 1) * kEpochMs;
+    net.clock.jumpTo(e1_ms + 50, e1_ms + kEpochMs);
+    std::size_t b_from_a_e1 = 0;
+    EXPECT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, seq++);
+            publishFrom(b, 1000 + seq++);
+            std::lock_guard lk(b.mu);
+            b_from_a_e1 = 0;
+            for (const auto& g : b.got) {
+                for (const auto& [k, v] : g.record.attributes) {
+                    b_from_a_e1 += k == "sent_ms" && std::stoll(v) >= e1_ms;
+                }
+            }
+            return b_from_a_e1 >= 5 && l.owned->status().pending_batches > 0;
+        },
+        20s))
+        << b_from_a_e1 << " records of e0 + 1 at B\n"
+        << sp::share::statusJson(l.owned->status());
     EXPECT_EQ(l.total(), 0U);
     auto sl = l.owned->status();
     EXPECT_TRUE(sl.granted_by.empty());
-    EXPECT_FALSE(contains(sa.granted_to, pkOf(l)));
-    EXPECT_GT(sl.pending_batches + sl.rejected.no_key_expired, 0U) << sp::share::statusJson(sl);
+    EXPECT_FALSE(contains(a.owned->status().granted_to, pkOf(l)));
+    EXPECT_FALSE(contains(b.owned->status().granted_to, pkOf(l)));
     std::printf("[ share ] status A: %s\n", sp::share::statusJson(a.owned->status()).c_str());
 }
 
@@ -562,12 +675,14 @@ TEST(ShareNet, DeniedIdentityGetsNoGrant) {
 }
 
 // A publishes, B receives; F (a raw DHT node) tampers with, replays, re-keys and floods.
+// The clock is held in one epoch, and below in one bucket, so that every value lands where
+// the test puts it however long the steps take.
 TEST(ShareNet, TamperedReplayedMisboundAndOverCapRejected) {
     auto o = testOptions();
     o.bucket = 2s;
-    o.epoch = 8s;
+    o.epoch = 120s;
     o.retention = 8s;
-    Net net(3, 6, o, {}, {2});
+    Net net(3, 6, o, {}, {2}, 120000);
     auto& a = net[0];
     auto& b = net[1];
     auto& f = net[2];
@@ -579,36 +694,51 @@ TEST(ShareNet, TamperedReplayedMisboundAndOverCapRejected) {
             return b.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(b)) > 0;
         },
         20s));
-    // Wait for the start of a bucket so that everything below lands in one bucket.
+    // Everything below happens in bucket cb (the clock is held there) and under cb + 1's keys,
+    // both of the held epoch.
     auto ns = d::nameSpace(o.app, o.network);
     std::int64_t bsec = o.bucket.count();
-    while ((nowMs() / 1000) % bsec != 0 || nowMs() % 1000 > 300) {
-        std::this_thread::sleep_for(20ms);
-    }
-    std::int64_t cb = d::floorDiv(nowMs() / 1000, bsec);
+    net.clock.holdNext(bsec * 1000);
+    std::int64_t cb = d::floorDiv(net.clock.nowS(), bsec);
+    ASSERT_EQ(d::floorDiv(cb + 1, o.epoch.count() / bsec),
+              d::floorDiv(cb - 1, o.epoch.count() / bsec))
+        << "the exchange above took most of the held epoch";
     publishFrom(a, 9000);
     auto key = d::batchKey(ns, cb, d::shardOf(a.id.second->getId(), o.shards));
-    std::shared_ptr<dht::Value> genuine;
+    // A's value, got by F. The get's callbacks run on F's DHT thread, possibly after a wait
+    // below gave up: they share only `found` with the test.
+    struct Found {
+        std::mutex mu;
+        std::shared_ptr<dht::Value> value;
+    };
+    auto found = std::make_shared<Found>();
+    auto a_id = a.id.second->getId();
     ASSERT_TRUE(waitFor(
         [&] {
-            std::atomic<bool> done{false};
+            auto done = std::make_shared<std::atomic<bool>>(false);
             f.runner.get(
                 key,
-                [&](const std::vector<std::shared_ptr<dht::Value>>& vals) {
+                [found, a_id](const std::vector<std::shared_ptr<dht::Value>>& vals) {
                     for (const auto& v : vals) {
-                        if (v->owner && v->owner->getId() == a.id.second->getId()) {
-                            genuine = v;
+                        if (v->owner && v->owner->getId() == a_id) {
+                            std::lock_guard lk(found->mu);
+                            found->value = v;
                         }
                     }
                     return true;
                 },
-                [&](bool) { done = true; });
-            waitFor([&] { return done.load(); }, 3s);
-            return genuine != nullptr;
+                [done](bool) { *done = true; });
+            waitFor([&] { return done->load(); }, 3s);
+            std::lock_guard lk(found->mu);
+            return found->value != nullptr;
         },
         5s));
-    std::this_thread::sleep_for(500ms);
-    auto delivered_before = b.countFrom(pkOf(a));
+    std::shared_ptr<dht::Value> genuine;
+    {
+        std::lock_guard lk(found->mu);
+        genuine = found->value;
+    }
+    ASSERT_TRUE(waitFor([&] { return received(b, 9000) == 1; }, 5s));
     auto s0 = b.owned->status();
     auto copyOf = [&](const std::shared_ptr<dht::Value>& v) {
         auto packed = v->getPacked();
@@ -656,7 +786,7 @@ TEST(ShareNet, TamperedReplayedMisboundAndOverCapRejected) {
         8s);
     EXPECT_TRUE(counted) << sp::share::statusJson(s);
     // The genuine batch's record was delivered once; nothing else came of the copies.
-    EXPECT_EQ(b.countFrom(pkOf(a)), delivered_before);
+    EXPECT_EQ(received(b, 9000), 1U);
     EXPECT_EQ(b.countFrom(pkOf(f)), 0U);
     EXPECT_EQ(s.rejected.duplicate, s0.rejected.duplicate);
     std::printf("[ share ] B after the attacks: %s\n", sp::share::statusJson(s).c_str());
@@ -664,10 +794,13 @@ TEST(ShareNet, TamperedReplayedMisboundAndOverCapRejected) {
 
 // A node that joins late gets the stored batches of the retention window (catch-up) and,
 // once it contributes, the keys within the window: it reads records published before it came.
+// The clock is held in one epoch; the newcomer starts 4 buckets after the early records, so
+// that only its catch-up (not its listens, which cover the previous bucket on) finds them.
 TEST(ShareNet, NewcomerCatchesUpTheWindow) {
     auto o = testOptions();
-    o.retention = 12s;
-    Net net(3, 9, o, {}, {2});
+    o.epoch = 120s;
+    o.retention = 20s;
+    Net net(3, 9, o, {}, {2}, 120000);
     auto& a = net[0];
     auto& b = net[1];
     auto& n = net[2];
@@ -679,32 +812,39 @@ TEST(ShareNet, NewcomerCatchesUpTheWindow) {
             return b.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(b)) > 0;
         },
         20s));
-    std::vector<std::array<std::uint8_t, 16>> early;
+    std::int64_t early_bucket = net.clock.nowS();
+    ASSERT_LT(early_bucket + 6, (d::floorDiv(early_bucket, 120) + 1) * 120)
+        << "the exchange above took most of the held epoch";
     for (std::uint32_t i = 0; i < 5; ++i) {
-        auto r = makeRecord(7000 + i, "192.0.2.77");
-        early.push_back(r.id);
-        a.owned->publish(std::move(r));
-        std::this_thread::sleep_for(100ms);
+        publishFrom(a, 60000 + i);
     }
-    std::this_thread::sleep_for(1500ms); // published and stored before the newcomer starts
+    // Published and stored (B has them) before the newcomer starts.
+    ASSERT_TRUE(waitFor(
+        [&] {
+            std::size_t n_got = 0;
+            for (std::uint32_t i = 0; i < 5; ++i) {
+                n_got += received(b, 60000 + i);
+            }
+            return n_got == 5;
+        },
+        10s));
+    ASSERT_LT(net.clock.nowS(), early_bucket + 4) << "the early records took 4 buckets";
+    net.clock.jumpTo((early_bucket + 5) * 1000 + 50, (d::floorDiv(early_bucket, 120) + 1) * 120000);
     sp::share::Callbacks cbs;
     Node* np = &n;
     cbs.deliver = [np](Delivered dl) {
         std::lock_guard lk(np->mu);
         np->got.push_back(std::move(dl));
     };
-    n.owned = std::make_unique<Sharer>(n.runner, n.id, o, cbs);
+    n.owned = std::make_unique<Sharer>(n.runner, n.id, net.base, cbs);
     n.sharer = n.owned.get();
     n.owned->start();
     auto gotAllEarly = [&] {
-        std::lock_guard lk(n.mu);
         std::size_t found = 0;
-        for (const auto& id : early) {
-            for (const auto& g : n.got) {
-                found += g.record.id == id;
-            }
+        for (std::uint32_t i = 0; i < 5; ++i) {
+            found += received(n, 60000 + i);
         }
-        return found == early.size();
+        return found == 5;
     };
     bool ok = waitFor(
         [&] {
@@ -718,73 +858,134 @@ TEST(ShareNet, NewcomerCatchesUpTheWindow) {
 }
 
 // A contributor that stops publishing in epoch e decrypts nothing published from e + 2 on,
-// while the others keep exchanging.
+// while the others keep exchanging. The test moves the (held) clock from epoch to epoch: e0
+// (all three exchange), e0 + 1 (A receives X's last batch, of e0, then A and B exchange), the
+// last quarter of e0 + 1 (next-epoch grants), e0 + 2 (X must hold no key).
 TEST(ShareNet, StoppedContributorIsCutOff) {
     auto o = testOptions();
-    o.epoch = 4s;
-    o.retention = 4s;
+    o.epoch = 60s;
+    o.retention = 10s;
     o.grant_interval = 200ms;
-    o.newcomer_epochs = 1;
-    Net net(3, 12, o);
+    constexpr std::int64_t kEpochMs = 60000;
+    // X's clock runs one second behind the others' (one bucket of skew is accepted).
+    auto lag_x = [&](std::size_t i, Options& oi) {
+        if (i == 2) {
+            oi.now = [net_now = oi.now] { return net_now() - 1s; };
+        }
+    };
+    Net net(3, 12, o, lag_x, {}, kEpochMs);
     auto& a = net[0];
     auto& b = net[1];
     auto& x = net[2];
-    std::uint32_t seq = 1;
-    ASSERT_TRUE(waitFor(
-        [&] {
-            publishFrom(a, seq++);
-            publishFrom(b, 1000 + seq++);
-            publishFrom(x, 2000 + seq++);
-            return x.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(x)) > 0 &&
-                   b.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(b)) > 0;
-        },
-        20s));
-    std::int64_t stop_epoch = d::floorDiv(nowMs() / 1000, 4);
-    // X stops contributing now; A and B go on.
-    std::int64_t cutoff_ms = (stop_epoch + 2) * 4000;
-    while (nowMs() < cutoff_ms + 4000) {
-        bool after = nowMs() >= cutoff_ms + 300;
-        publishFrom(a, (after ? 20000 : 10000) + seq++);
-        publishFrom(b, (after ? 40000 : 30000) + seq++);
-        std::this_thread::sleep_for(250ms);
-    }
-    std::this_thread::sleep_for(1s);
-    // Count what X and B received from A, published after the cutoff.
-    auto countAfter = [&](Node& node) {
-        std::lock_guard lk(node.mu);
+    auto& clock = net.clock;
+    std::int64_t e0 = d::floorDiv(clock.nowMs(), kEpochMs);
+    auto hold = [&](std::int64_t at_ms) {
+        clock.jumpTo(at_ms, (d::floorDiv(at_ms, kEpochMs) + 1) * kEpochMs);
+    };
+    // Records of `from` that `to` received, published at or after `since_ms`.
+    auto count_since = [&](Node& to, Node& from, std::int64_t since_ms) {
+        std::string pk = pkOf(from);
+        std::lock_guard lk(to.mu);
         std::size_t c = 0;
-        for (const auto& g : node.got) {
+        for (const auto& g : to.got) {
             for (const auto& [k, v] : g.record.attributes) {
-                if (k == "sent_ms" && std::stoll(v) >= cutoff_ms + 300 && g.publisher == pkOf(a)) {
-                    ++c;
-                }
+                c += k == "sent_ms" && std::stoll(v) >= since_ms && g.publisher == pk;
             }
         }
         return c;
     };
-    auto x_after = countAfter(x);
-    auto b_after = countAfter(b);
-    EXPECT_EQ(x_after, 0U) << sp::share::statusJson(x.owned->status());
-    EXPECT_GT(b_after, 5U);
+    std::uint32_t seq = 1;
+    auto next = [&](std::uint32_t base) { return base + seq++ % 10000; };
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, next(10000));
+            publishFrom(b, next(20000));
+            publishFrom(x, next(30000));
+            return x.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(x)) > 0 &&
+                   b.countFrom(pkOf(a)) > 0 && a.countFrom(pkOf(b)) > 0;
+        },
+        20s));
+    // Last quarter of e0: the grants of e0 + 1 go out, and A and B leave newcomer mode (a grant
+    // from a node each granted to), so that only credit decides their grants from now on.
+    hold(e0 * kEpochMs + kEpochMs * 3 / 4 + 50);
+    ASSERT_EQ(d::floorDiv(clock.nowMs(), kEpochMs), e0) << "the exchange took the held epoch";
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, next(10000));
+            publishFrom(b, next(20000));
+            publishFrom(x, next(30000));
+            return !a.owned->status().newcomer && !b.owned->status().newcomer;
+        },
+        20s))
+        << sp::share::statusJson(a.owned->status()) << "\n"
+        << sp::share::statusJson(b.owned->status());
+    // X's last record: with X's clock behind, its batch is of e0's last bucket while A receives
+    // it in e0 + 1; its credit counts for e0, the batch's epoch. Then X stops contributing.
+    std::int64_t e1_ms = (e0 + 1) * kEpochMs;
+    hold(e1_ms + 50);
+    publishFrom(x, 39999);
+    ASSERT_TRUE(waitFor([&] { return x.owned->status().queued_records == 0; }, 5s));
+    ASSERT_TRUE(waitFor([&] { return received(a, 39999) == 1; }, 10s));
+    // e0 + 1: A and B exchange (each credited by the other in e0 + 1).
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, next(40000));
+            publishFrom(b, next(50000));
+            return count_since(a, b, e1_ms) > 0 && count_since(b, a, e1_ms) > 0;
+        },
+        20s));
+    // Last quarter of e0 + 1: A grants e0 + 2's key to B (credited in e0 + 1), not to X.
+    auto grants_before = a.owned->status().grants_sent;
+    hold(e1_ms + kEpochMs * 3 / 4 + 50);
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, next(40000));
+            publishFrom(b, next(50000));
+            return a.owned->status().grants_sent > grants_before;
+        },
+        20s));
+    // e0 + 2 (X's clock too): B decrypts A's records, X none (it receives the batches: they
+    // wait for a key).
+    std::int64_t e2_ms = (e0 + 2) * kEpochMs;
+    hold(e2_ms + 50);
+    ASSERT_TRUE(waitFor(
+        [&] {
+            publishFrom(a, next(60000));
+            publishFrom(b, next(70000));
+            auto sx = x.owned->status();
+            return count_since(b, a, e2_ms) >= 5 && sx.epoch == e0 + 2 &&
+                   (sx.pending_batches > 0 || count_since(x, a, e2_ms) > 0);
+        },
+        20s))
+        << sp::share::statusJson(b.owned->status()) << "\n"
+        << sp::share::statusJson(x.owned->status());
+    EXPECT_EQ(count_since(x, a, e2_ms), 0U) << sp::share::statusJson(x.owned->status());
+    EXPECT_EQ(count_since(x, b, e2_ms), 0U);
     EXPECT_FALSE(contains(a.owned->status().granted_to, pkOf(x)));
+    EXPECT_TRUE(contains(a.owned->status().granted_to, pkOf(b)));
+    EXPECT_FALSE(contains(x.owned->status().granted_by, pkOf(a)));
 }
 
 // With a bandwidth cap, a node stops receiving batches (and publishing) once the hour's
-// budget is used: its traffic stays bounded while the others go on.
+// budget is used: its traffic stays bounded while the others go on. The clock is held in one
+// clock hour (the budget's period).
 TEST(ShareNet, BandwidthCapBoundsTraffic) {
     auto o = testOptions();
     constexpr std::uint64_t kCap = 30000;
-    Net net(2, 15, o, [&](std::size_t i, Options& oi) {
-        if (i == 1) {
-            oi.max_bytes_per_hour = kCap;
-        }
-    });
+    Net net(
+        2, 15, o,
+        [&](std::size_t i, Options& oi) {
+            if (i == 1) {
+                oi.max_bytes_per_hour = kCap;
+            }
+        },
+        {}, 3600000);
     auto& a = net[0];
     auto& b = net[1];
     std::uint32_t seq = 1;
     std::mt19937 rng(99);
     auto big = [&](Node& n) {
-        auto r = makeRecord(seq++, "203.0.113.200");
+        auto r = makeRecord(seq++, "203.0.113.200", net.clock.nowS());
         std::string noise(3000, ' ');
         for (auto& c : noise) {
             c = static_cast<char>('a' + rng() % 26); // does not compress much
@@ -826,7 +1027,7 @@ TEST(ShareNet, L1CreditsOnlyConfirmedFirstReports) {
     cbs.confirmed = [](std::string_view subject, std::int64_t) {
         return subject.rfind("203.0.113.", 0) == 0;
     };
-    auto oa = o;
+    auto oa = net.base;
     a.owned = std::make_unique<Sharer>(a.runner, a.id, oa, cbs);
     a.sharer = a.owned.get();
     a.owned->start();

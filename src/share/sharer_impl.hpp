@@ -132,8 +132,8 @@ private:
     // receive.cpp
     void handleBatch(const Inbound& in);
     void openBatch(Peer& p, const BatchValue& bv);
-    bool creditRecord(Peer& p, const Record& r);
-    void creditPeer(Peer& p);
+    bool creditRecord(Peer& p, const Record& r, std::int64_t e); // e: the batch's epoch
+    void creditPeer(Peer& p, std::int64_t e);
     bool l2Ok(const Peer& p) const;
 
     dht::DhtRunner& runner_;
