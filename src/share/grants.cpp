@@ -53,11 +53,13 @@ void Impl::evaluateGrants() {
         return;
     }
     // Newcomers give first, to publishers only (a node known only from its grants has shared
-    // nothing): trust anchors, then the earliest seen.
+    // nothing), and only to those that published in this epoch or the last (one that stopped
+    // contributing gets no key from anyone's giving first): trust anchors, then the earliest
+    // seen. The next epoch's key only to those that published in this one, as for credit.
     std::vector<Peer*> given;
     std::vector<Peer*> candidates;
     for (auto& [id, p] : peers_) {
-        if (!p.pk || deny_.count(id) || (!p.publisher && !p.newcomer_grant)) {
+        if (!p.pk || deny_.count(id) || !p.publisher || p.last_batch_epoch < ce - 1) {
             continue;
         }
         (p.newcomer_grant ? given : candidates).push_back(&p);
@@ -79,7 +81,7 @@ void Impl::evaluateGrants() {
     }
     for (auto* p : given) {
         ensureGrant(*p, ce);
-        if (late) {
+        if (late && p->last_batch_epoch >= ce) {
             ensureGrant(*p, ce + 1);
         }
     }

@@ -69,6 +69,7 @@ void Impl::handleBatch(const Inbound& in) {
     ++n;
     p->seqs.emplace(h.q, std::make_pair(v.id, h.b));
     p->publisher = true;
+    p->last_batch_epoch = std::max(p->last_batch_epoch, h.e);
     if (!p->stamp_ok && h.stamp && checkStamp(pid.toString(), *h.stamp, o_.stamp_bits)) {
         p->stamp_ok = true;
     }

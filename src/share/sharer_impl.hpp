@@ -74,6 +74,7 @@ struct Peer {
     std::set<std::int64_t> granted;         // our target epochs granted to them
     bool newcomer_grant = false;            // we gave first to them
     bool publisher = false;                 // a batch of theirs passed binding and caps
+    std::int64_t last_batch_epoch = std::numeric_limits<std::int64_t>::min() / 2; // of such a batch
 };
 
 struct Pending {

@@ -104,6 +104,9 @@ def test_allow_list_sources_and_sighup_reload(make_daemon, tmp_path):
     text = wait_metric(api, "block_policy_reload_failures_total", 1)
     assert metric(text, ALLOW) == 5
     assert metric(text, "block_policy_reloads_total") == 1
+    deadline = time.monotonic() + 5  # the log line may trail the counter
+    while not any("reload failed" in l for l in d.stderr_lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
     errors = [l for l in d.stderr_lines if "reload failed" in l]
     assert len(errors) == 1 and errors[0].endswith(
         f"block policy: reload failed, keeping the previous lists: --allow-file {allow} line 2: "
