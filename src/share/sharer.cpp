@@ -1,5 +1,6 @@
 // Sharer lifecycle, the worker loop, listens and catch-up, budgets, status.
 #include <algorithm>
+#include <pthread.h>
 #include <stdexcept>
 
 #include "share/sharer_impl.hpp"
@@ -196,6 +197,7 @@ void Impl::noteDhtLog(std::string_view line) {
 }
 
 void Impl::run() {
+    pthread_setname_np(pthread_self(), "sp-share"); // visible in top -H, gdb, /proc
     std::vector<Inbound> batch;
     for (;;) {
         {
