@@ -124,19 +124,11 @@ void Impl::ensureGrant(Peer& p, std::int64_t target) {
 
 void Impl::handleGrant(const Inbound& in) {
     const auto& v = *in.value;
-    if (!v.owner || v.signature.empty()) {
-        ++st_.rejected.signature;
+    const dht::InfoHash* sender = admitSender(v, false);
+    if (sender == nullptr) {
         return;
     }
-    const auto& gid = v.owner->getId();
-    if (gid == self_) {
-        return;
-    }
-    countBytes(v.size(), false);
-    if (deny_.count(gid)) {
-        ++st_.rejected.denied;
-        return;
-    }
+    const auto& gid = *sender;
     auto g = decodeGrant(v.data);
     if (!g || v.type != kGrantType) {
         ++st_.rejected.record_schema;

@@ -12,27 +12,36 @@ namespace {
 constexpr std::int64_t kMaxRecordSkew = std::int64_t{15} * 60; // s
 }
 
-void Impl::handleBatch(const Inbound& in) {
-    const auto& v = *in.value;
+const dht::InfoHash* Impl::admitSender(const dht::Value& v, bool batch) {
     // 1. Signature: OpenDHT verified signed values before the callback (failures are counted
-    //    through noteDhtLog); an unsigned value has no publisher.
+    //    through noteDhtLog); an unsigned value has no sender.
     if (!v.owner || v.signature.empty()) {
         ++st_.rejected.signature;
-        return;
+        return nullptr;
     }
-    const auto& pid = v.owner->getId();
-    if (pid == self_) {
-        return; // our own batch
+    const auto& id = v.owner->getId();
+    if (id == self_) {
+        return nullptr; // our own value
     }
-    if (paused_) {
+    if (batch && paused_) {
         ++st_.rejected.bandwidth;
-        return;
+        return nullptr;
     }
     countBytes(v.size(), false);
-    if (deny_.count(pid)) {
+    if (deny_.count(id)) {
         ++st_.rejected.denied;
+        return nullptr;
+    }
+    return &id;
+}
+
+void Impl::handleBatch(const Inbound& in) {
+    const auto& v = *in.value;
+    const dht::InfoHash* sender = admitSender(v, true);
+    if (sender == nullptr) {
         return;
     }
+    const auto& pid = *sender;
     auto bv = decodeBatch(v.data);
     if (!bv || v.type != kBatchType) {
         ++st_.rejected.record_schema;

@@ -127,6 +127,9 @@ private:
     // grants.cpp
     void evaluateGrants();
     void ensureGrant(Peer& p, std::int64_t target);
+    // The checks every received value passes first: signed, not our own, (batches) not over
+    // the bandwidth cap, counted, not denied. The sender, or null (counted by reason).
+    const dht::InfoHash* admitSender(const dht::Value& v, bool batch);
     void handleGrant(const Inbound& in);
     bool isQualified(const Peer& p) const;
 
