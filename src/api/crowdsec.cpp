@@ -21,26 +21,31 @@ Response lapiMessage(int status, std::string_view text) {
     return r;
 }
 
-// The key's index; nullopt for a missing or unknown key (answered with LAPI's 403).
-std::optional<std::size_t> bouncerKey(const ApiKeys* keys, const Request& r) {
-    if (keys == nullptr || r.api_key.empty()) {
-        return std::nullopt;
+// What both /v1 routes check first, as LAPI answers it: the bouncer key (403), the journal
+// (503), HEAD (200 without a body, the key's cursor unmoved). Sets `key` to the key's index
+// and returns nullopt when the request goes on.
+std::optional<Response> lapiGate(const ApiKeys* keys, const decisions::Journal* journal,
+                                 const Request& r, std::size_t& key) {
+    auto found = keys == nullptr || r.api_key.empty() ? std::nullopt : keys->find(r.api_key);
+    if (!found) {
+        return lapiMessage(403, "access forbidden");
     }
-    return keys->find(r.api_key);
+    if (journal == nullptr) {
+        return lapiMessage(503, "decision stream is not running");
+    }
+    if (r.method == "HEAD") {
+        return json(200, {});
+    }
+    key = *found;
+    return std::nullopt;
 }
 
 } // namespace
 
 Response Routes::decisionsStream(const Request& r, std::string_view) {
-    auto key = bouncerKey(options_.bouncer_keys.get(), r);
-    if (!key) {
-        return lapiMessage(403, "access forbidden");
-    }
-    if (!options_.decisions) {
-        return lapiMessage(503, "decision stream is not running");
-    }
-    if (r.method == "HEAD") {
-        return json(200, {}); // as LAPI: no body, and the key's cursor does not move
+    std::size_t key = 0;
+    if (auto early = lapiGate(options_.bouncer_keys.get(), options_.decisions.get(), r, key)) {
+        return std::move(*early);
     }
     std::string error;
     auto filter = decisions::Filter::parse(r.query, true, &error);
@@ -49,7 +54,7 @@ Response Routes::decisionsStream(const Request& r, std::string_view) {
     }
     auto startup = r.param("startup");
     const bool is_startup = startup && *startup == "true";
-    auto answer = is_startup ? options_.decisions->startup(*key) : options_.decisions->poll(*key);
+    auto answer = is_startup ? options_.decisions->startup(key) : options_.decisions->poll(key);
     Response res;
     if (answer.full) {
         res.stream = decisions::streamBody(std::move(answer), std::move(*filter), is_startup);
@@ -60,15 +65,9 @@ Response Routes::decisionsStream(const Request& r, std::string_view) {
 }
 
 Response Routes::decisionsList(const Request& r, std::string_view) {
-    auto key = bouncerKey(options_.bouncer_keys.get(), r);
-    if (!key) {
-        return lapiMessage(403, "access forbidden");
-    }
-    if (!options_.decisions) {
-        return lapiMessage(503, "decision stream is not running");
-    }
-    if (r.method == "HEAD") {
-        return json(200, {});
+    std::size_t key = 0; // unused: a list moves no cursor
+    if (auto early = lapiGate(options_.bouncer_keys.get(), options_.decisions.get(), r, key)) {
+        return std::move(*early);
     }
     std::string error;
     auto filter = decisions::Filter::parse(r.query, false, &error);
